@@ -1,0 +1,140 @@
+//! The `refreshd` command line: thin over the library crates.
+
+mod bench;
+mod lint;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use refreshd_simulate::{explain, output, Scenario, Simulation};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "refreshd",
+    version,
+    about = "Background refresh engine for mini-program data and widgets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+enum SimulateFormat {
+    /// One JSON object per line (the scenario format's output).
+    #[default]
+    Json,
+    /// A timeline for people: local times, aligned columns, daily summaries.
+    Text,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+enum LintFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON document, for tools.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario through the rules with a virtual clock.
+    Simulate {
+        scenario: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: SimulateFormat,
+    },
+    /// Check a form_config.json: every error and warning, with its JSON path and a fix.
+    Lint {
+        config: PathBuf,
+        /// The provider is a system app (network-recovery refresh applies, F16).
+        #[arg(long)]
+        system_app: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: LintFormat,
+    },
+    /// Explain why a form or a user's fetch did or did not refresh around a time.
+    Explain {
+        scenario: PathBuf,
+        /// The form id (a key of the scenario's "forms").
+        #[arg(long, conflicts_with_all = ["app", "user"])]
+        form: Option<String>,
+        /// The app id, with --user, for periodic fetches.
+        #[arg(long, requires = "user")]
+        app: Option<String>,
+        #[arg(long, requires = "app")]
+        user: Option<String>,
+        /// The instant to explain (YYYY-MM-DDTHH:MM:SS, local to the scenario's zone,
+        /// or with Z/±HH:MM). Defaults to the scenario's end.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Benchmarks that print figures (never run as tests).
+    Bench {
+        #[command(subcommand)]
+        which: bench::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_scenario(path: &Path) -> Result<Scenario> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read scenario {}", path.display()))?;
+    Scenario::parse(&text).with_context(|| format!("invalid scenario {}", path.display()))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Simulate { scenario, format } => {
+            let scenario = read_scenario(&scenario)?;
+            let records = Simulation::run(&scenario);
+            let text = match format {
+                SimulateFormat::Json => output::json_lines(&records, &scenario.zone),
+                SimulateFormat::Text => output::timeline(&records, &scenario),
+            };
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lint {
+            config,
+            system_app,
+            format,
+        } => lint::run(&config, system_app, format),
+        Command::Explain {
+            scenario,
+            form,
+            app,
+            user,
+            at,
+        } => {
+            let scenario = read_scenario(&scenario)?;
+            let at = match at {
+                Some(text) => Some(
+                    refreshd_simulate::scenario::parse_instant(&text, "--at", &scenario.zone)
+                        .map_err(|e| anyhow::anyhow!(e.message))?,
+                ),
+                None => None,
+            };
+            let subject = match (form, app, user) {
+                (Some(form), _, _) => explain::Subject::Form(form),
+                (None, Some(app), Some(user)) => explain::Subject::Fetch { app, user },
+                _ => anyhow::bail!("name a subject: --form ID, or --app ID --user ID"),
+            };
+            let report = explain::explain(&scenario, &subject, at)?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { which } => bench::run(which),
+    }
+}

@@ -1,0 +1,846 @@
+//! Periodic data prefetch for mini-programs (P1–P15).
+//!
+//! Two kinds of state: an [`App`] (its subject type and periodic-fetch setting, with the
+//! grayscale rollout) and a [`FetchPair`] per user of an app (activity, token presence,
+//! failure count and the next planned fetch). The pair decides *when*; the app decides
+//! *where* (P4). What a response means for the pair's schedule is [`FetchOutcome`], and
+//! what it means for the cached data is [`FetchCache`].
+
+use crate::error::RuleError;
+use crate::time::{Instant, HOUR_MS, MINUTE_MS};
+use sha2::{Digest, Sha256};
+
+/// A user stays active this long after their last launch (P6).
+pub const ACTIVE_FOR_MS: i64 = 168 * HOUR_MS;
+/// Time between successful fetches, before jitter (P8).
+pub const SUCCESS_INTERVAL_MS: i64 = 12 * HOUR_MS;
+/// Retry delays after the first, second and third consecutive failure (P9).
+pub const RETRY_DELAYS_MS: [i64; 3] = [5 * MINUTE_MS, 15 * MINUTE_MS, 45 * MINUTE_MS];
+/// The delay after the fourth and later consecutive failures (P9).
+pub const LONG_RETRY_MS: i64 = 12 * HOUR_MS;
+/// The largest cached body (P13).
+pub const MAX_BODY_BYTES: usize = 262_144;
+/// The longest token, in Unicode code points (P5).
+pub const MAX_TOKEN_CHARS: usize = 1024;
+
+/// P1: who publishes the app; individuals may only use cloud sources (P2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubjectType {
+    Individual,
+    Organization,
+}
+
+/// Where an app's data comes from (P2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An `https://` URL (or an operator-trusted destination), organizations only.
+    Url(String),
+    /// A cloud function the platform maps to an internal endpoint.
+    Cloud { env: String, function: String },
+}
+
+/// A grayscale rollout to a second URL (P3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gray {
+    pub url: String,
+    pub percent: u8,
+    pub testers: Vec<String>,
+}
+
+/// An app's periodic-fetch setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeriodicSetting {
+    pub enabled: bool,
+    pub source: Source,
+    /// An active rollout; `None` when there is none (never started, or promoted).
+    pub gray: Option<Gray>,
+}
+
+/// A mini-program app (P1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct App {
+    appid: String,
+    subject: SubjectType,
+    periodic: Option<PeriodicSetting>,
+}
+
+/// Where one fetch goes (P4), before the query of P12 is added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchTarget {
+    pub source: Source,
+    pub gray: bool,
+}
+
+impl App {
+    /// An app with an optional setting, validated as [`App::put_periodic`] would.
+    pub fn new(
+        appid: impl Into<String>,
+        subject: SubjectType,
+        periodic: Option<PeriodicSetting>,
+    ) -> Result<Self, RuleError> {
+        let mut app = App {
+            appid: appid.into(),
+            subject,
+            periodic: None,
+        };
+        if let Some(setting) = periodic {
+            app.put_periodic(setting)?;
+        }
+        Ok(app)
+    }
+
+    pub fn appid(&self) -> &str {
+        &self.appid
+    }
+    pub fn subject(&self) -> SubjectType {
+        self.subject
+    }
+    pub fn periodic(&self) -> Option<&PeriodicSetting> {
+        self.periodic.as_ref()
+    }
+    /// P7: periodic fetch is configured and enabled.
+    pub fn periodic_enabled(&self) -> bool {
+        self.periodic.as_ref().is_some_and(|p| p.enabled)
+    }
+
+    /// Replaces the whole setting (P2, P3): individuals may not use URL sources; gray
+    /// needs a URL source; an active rollout may not be lowered or withdrawn; 100 %
+    /// promotes the gray URL to the main URL.
+    pub fn put_periodic(&mut self, setting: PeriodicSetting) -> Result<(), RuleError> {
+        check_source(self.subject, &setting.source)?;
+        let current_gray = self.periodic.as_ref().and_then(|p| p.gray.as_ref());
+        if let Some(gray) = &setting.gray {
+            if !matches!(setting.source, Source::Url(_)) {
+                return Err(RuleError::SourceNotAllowed(
+                    "grayscale needs a URL source (P3a)",
+                ));
+            }
+            if gray.percent > 100 {
+                return Err(RuleError::InvalidGrayPercent);
+            }
+            if current_gray.is_some_and(|c| gray.percent < c.percent) {
+                return Err(RuleError::GrayCannotRetract);
+            }
+        } else if current_gray.is_some() {
+            return Err(RuleError::GrayCannotRetract);
+        }
+        let mut setting = setting;
+        promote_if_complete(&mut setting);
+        self.periodic = Some(setting);
+        Ok(())
+    }
+
+    /// P3, P3a: raises (or keeps) the rollout percentage, optionally replacing the gray
+    /// URL and the testers. A lowering is rejected whole.
+    pub fn set_gray(
+        &mut self,
+        percent: i64,
+        url: Option<String>,
+        testers: Option<Vec<String>>,
+    ) -> Result<(), RuleError> {
+        let Some(setting) = self.periodic.as_mut() else {
+            return Err(RuleError::SourceNotAllowed(
+                "grayscale needs a periodic URL source (P3a)",
+            ));
+        };
+        if !matches!(setting.source, Source::Url(_)) {
+            return Err(RuleError::SourceNotAllowed(
+                "grayscale needs a URL source (P3a)",
+            ));
+        }
+        let percent = u8::try_from(percent)
+            .ok()
+            .filter(|p| *p <= 100)
+            .ok_or(RuleError::InvalidGrayPercent)?;
+        let mut gray = match (setting.gray.take(), url) {
+            (Some(current), _) if percent < current.percent => {
+                setting.gray = Some(current);
+                return Err(RuleError::GrayCannotRetract);
+            }
+            (Some(mut current), url) => {
+                if let Some(url) = url {
+                    current.url = url;
+                }
+                current
+            }
+            (None, Some(url)) => Gray {
+                url,
+                percent,
+                testers: Vec::new(),
+            },
+            (None, None) => return Err(RuleError::GrayUrlNotSet),
+        };
+        gray.percent = percent;
+        if let Some(testers) = testers {
+            gray.testers = testers;
+        }
+        setting.gray = Some(gray);
+        promote_if_complete(setting);
+        Ok(())
+    }
+
+    /// P4: which URL this user's fetch goes to.
+    pub fn target_for(&self, user: &str) -> Option<FetchTarget> {
+        let setting = self.periodic.as_ref()?;
+        if let Some(gray) = &setting.gray {
+            let in_group = gray.testers.iter().any(|t| t == user)
+                || gray_bucket(&self.appid, user) < gray.percent as u64;
+            if in_group {
+                return Some(FetchTarget {
+                    source: Source::Url(gray.url.clone()),
+                    gray: true,
+                });
+            }
+        }
+        Some(FetchTarget {
+            source: setting.source.clone(),
+            gray: false,
+        })
+    }
+}
+
+/// P2: individual apps may only use cloud sources.
+fn check_source(subject: SubjectType, source: &Source) -> Result<(), RuleError> {
+    match (subject, source) {
+        (SubjectType::Individual, Source::Url(_)) => Err(RuleError::SourceNotAllowed(
+            "individual apps may only use cloud sources (P2)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// P3: a rollout at 100 % makes the gray URL the main URL and ends the rollout.
+fn promote_if_complete(setting: &mut PeriodicSetting) {
+    if setting.gray.as_ref().is_some_and(|g| g.percent >= 100) {
+        if let Some(gray) = setting.gray.take() {
+            setting.source = Source::Url(gray.url);
+        }
+    }
+}
+
+fn sha256_prefix_u64(text: &str) -> u64 {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(prefix)
+}
+
+/// P4: the user's stable bucket 0..100 for an app.
+pub fn gray_bucket(appid: &str, user: &str) -> u64 {
+    sha256_prefix_u64(&format!("{appid}\n{user}")) % 100
+}
+
+/// P8: the user's stable jitter, in milliseconds, below `jitter_minutes`.
+pub fn fetch_jitter_ms(appid: &str, user: &str, jitter_minutes: u32) -> i64 {
+    let window_seconds = jitter_minutes as u64 * 60;
+    if window_seconds == 0 {
+        return 0;
+    }
+    let seconds = sha256_prefix_u64(&format!("{appid}\n{user}\njitter")) % window_seconds;
+    seconds as i64 * 1000
+}
+
+/// P5: a token is 1 to 1024 Unicode code points.
+pub fn validate_token(token: &str) -> Result<(), RuleError> {
+    let chars = token.chars().count();
+    if (1..=MAX_TOKEN_CHARS).contains(&chars) {
+        Ok(())
+    } else {
+        Err(RuleError::InvalidToken)
+    }
+}
+
+/// How one fetch ended (P13, P14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FetchOutcome {
+    Ok,
+    NotModified,
+    InvalidResponse,
+    Redirect,
+    HttpStatus,
+    TooLarge,
+    NotUtf8,
+    Timeout,
+    Connect,
+    BlockedAddress,
+}
+
+impl FetchOutcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FetchOutcome::Ok => "ok",
+            FetchOutcome::NotModified => "not_modified",
+            FetchOutcome::InvalidResponse => "invalid_response",
+            FetchOutcome::Redirect => "redirect",
+            FetchOutcome::HttpStatus => "http_status",
+            FetchOutcome::TooLarge => "too_large",
+            FetchOutcome::NotUtf8 => "not_utf8",
+            FetchOutcome::Timeout => "timeout",
+            FetchOutcome::Connect => "connect",
+            FetchOutcome::BlockedAddress => "blocked_address",
+        }
+    }
+
+    /// P13: a 2xx with an acceptable body, or a 304.
+    pub const fn is_success(self) -> bool {
+        matches!(self, FetchOutcome::Ok | FetchOutcome::NotModified)
+    }
+
+    /// P9: a `Retry-After` counts on failures that got a well-formed HTTP response.
+    pub const fn had_http_response(self) -> bool {
+        matches!(
+            self,
+            FetchOutcome::Redirect
+                | FetchOutcome::HttpStatus
+                | FetchOutcome::TooLarge
+                | FetchOutcome::NotUtf8
+        )
+    }
+}
+
+/// P13, P14: the outcome of a response with `status` and a body of `body_len` bytes whose
+/// validity as UTF-8 is `body_is_utf8`. Size is judged before encoding.
+pub fn classify_response(status: u16, body_len: usize, body_is_utf8: bool) -> FetchOutcome {
+    match status {
+        304 => FetchOutcome::NotModified,
+        200..=299 if body_len > MAX_BODY_BYTES => FetchOutcome::TooLarge,
+        200..=299 if !body_is_utf8 => FetchOutcome::NotUtf8,
+        200..=299 => FetchOutcome::Ok,
+        300..=399 => FetchOutcome::Redirect,
+        100..=199 => FetchOutcome::InvalidResponse,
+        400..=599 => FetchOutcome::HttpStatus,
+        _ => FetchOutcome::InvalidResponse,
+    }
+}
+
+/// P12: the fetch URL: `appid`, `token` and `timestamp` appended to the query in that
+/// order, form-urlencoded; the fragment dropped.
+pub fn fetch_url(base: &str, appid: &str, token: &str, timestamp_ms: i64) -> String {
+    let without_fragment = base.split_once('#').map_or(base, |(b, _)| b);
+    let mut url = String::with_capacity(without_fragment.len() + token.len() + 64);
+    url.push_str(without_fragment);
+    match without_fragment.split_once('?') {
+        None => url.push('?'),
+        Some((_, "")) => {}
+        Some(_) => url.push('&'),
+    }
+    url.push_str("appid=");
+    form_urlencode_into(&mut url, appid);
+    url.push_str("&token=");
+    form_urlencode_into(&mut url, token);
+    url.push_str("&timestamp=");
+    url.push_str(&timestamp_ms.to_string());
+    url
+}
+
+/// WHATWG `application/x-www-form-urlencoded` byte serializer (P12).
+pub fn form_urlencode_into(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &byte in text.as_bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(HEX[(byte >> 4) as usize] as char);
+                out.push(HEX[(byte & 15) as usize] as char);
+            }
+        }
+    }
+}
+
+/// One user's periodic fetch for one app (P5–P11).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchPair {
+    last_launch: Option<Instant>,
+    has_token: bool,
+    attempted: bool,
+    consecutive_failures: u32,
+    /// P8/P9: the next fetch time, set by every attempt.
+    planned: Option<Instant>,
+    /// A fetch was ordered and its outcome is not yet recorded.
+    in_flight: bool,
+}
+
+/// An order to fetch, produced by [`FetchPair::wake`] or [`FetchPair::fetch_now`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchOrder {
+    pub target: FetchTarget,
+}
+
+/// Why a pair has no fetch planned, for explanations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ineligible {
+    PeriodicDisabled,
+    NeverLaunched,
+    Inactive { since: Instant },
+    TokenNotSet,
+}
+
+impl Ineligible {
+    pub fn code(self) -> &'static str {
+        match self {
+            Ineligible::PeriodicDisabled => "periodic_disabled",
+            Ineligible::NeverLaunched => "never_launched",
+            Ineligible::Inactive { .. } => "inactive",
+            Ineligible::TokenNotSet => "token_not_set",
+        }
+    }
+}
+
+impl FetchPair {
+    pub fn last_launch(&self) -> Option<Instant> {
+        self.last_launch
+    }
+    pub fn has_token(&self) -> bool {
+        self.has_token
+    }
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+    pub fn planned(&self) -> Option<Instant> {
+        self.planned
+    }
+    pub fn is_in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    /// P6: records a launch.
+    pub fn launch(&mut self, now: Instant) {
+        self.last_launch = Some(self.last_launch.map_or(now, |l| l.max(now)));
+    }
+
+    /// P5: the token itself is kept by the caller (a secret); the rules only need to
+    /// know that one is set.
+    pub fn token_set(&mut self) {
+        self.has_token = true;
+    }
+
+    /// P7: why the pair is not eligible at `now`, or `None` when it is.
+    pub fn ineligibility(&self, now: Instant, app: &App) -> Option<Ineligible> {
+        if !app.periodic_enabled() {
+            return Some(Ineligible::PeriodicDisabled);
+        }
+        let Some(launch) = self.last_launch else {
+            return Some(Ineligible::NeverLaunched);
+        };
+        let active_until = launch.plus_millis(ACTIVE_FOR_MS);
+        if now >= active_until {
+            return Some(Ineligible::Inactive {
+                since: active_until,
+            });
+        }
+        if !self.has_token {
+            return Some(Ineligible::TokenNotSet);
+        }
+        None
+    }
+
+    /// P8, P10: when the next fetch is due, seen from `now` (never earlier than `now`),
+    /// or `None` when the pair will not be eligible then.
+    pub fn next_wakeup(&self, now: Instant, app: &App) -> Option<Instant> {
+        if self.in_flight || !app.periodic_enabled() || !self.has_token {
+            return None;
+        }
+        let active_until = self.last_launch?.plus_millis(ACTIVE_FOR_MS);
+        let due = self
+            .planned
+            .filter(|_| self.attempted)
+            .unwrap_or(now)
+            .max(now);
+        (due < active_until).then_some(due)
+    }
+
+    /// Orders the fetch if one is due at `now` (an overdue fetch runs once, T5).
+    pub fn wake(&mut self, now: Instant, app: &App, user: &str) -> Option<FetchOrder> {
+        if self.next_wakeup(now, app)? > now {
+            return None;
+        }
+        self.order(app, user)
+    }
+
+    /// P11: a developer's immediate fetch, ignoring activity and schedule.
+    pub fn fetch_now(&mut self, app: &App, user: &str) -> Result<FetchOrder, RuleError> {
+        if !app.periodic_enabled() {
+            return Err(RuleError::PeriodicDisabled);
+        }
+        if !self.has_token {
+            return Err(RuleError::TokenNotSet);
+        }
+        self.order(app, user).ok_or(RuleError::PeriodicDisabled)
+    }
+
+    fn order(&mut self, app: &App, user: &str) -> Option<FetchOrder> {
+        let target = app.target_for(user)?;
+        self.in_flight = true;
+        Some(FetchOrder { target })
+    }
+
+    /// P8, P9: plans the next fetch from an attempt that completed at `now`.
+    /// `retry_after_ms` is the response's `Retry-After`, if any.
+    pub fn record_outcome(
+        &mut self,
+        now: Instant,
+        outcome: FetchOutcome,
+        retry_after_ms: Option<i64>,
+        jitter_ms: i64,
+    ) -> Instant {
+        self.in_flight = false;
+        self.attempted = true;
+        let delay = if outcome.is_success() {
+            self.consecutive_failures = 0;
+            SUCCESS_INTERVAL_MS + jitter_ms
+        } else {
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            let computed = RETRY_DELAYS_MS
+                .get(self.consecutive_failures as usize - 1)
+                .copied()
+                .unwrap_or(LONG_RETRY_MS);
+            match retry_after_ms {
+                Some(retry) if outcome.had_http_response() && retry > computed => retry,
+                _ => computed,
+            }
+        };
+        let next = now.plus_millis(delay);
+        self.planned = Some(next);
+        next
+    }
+}
+
+/// The cached data of one user and app (P13, P15) with the ETag it was served with.
+/// An ETag belongs to the URL it came from (section S).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchCache {
+    pub data: Option<String>,
+    pub time_stamp_ms: Option<i64>,
+    pub etag: Option<(String, String)>,
+}
+
+impl FetchCache {
+    /// P12: the `If-None-Match` for a fetch of `url`.
+    pub fn if_none_match(&self, url: &str) -> Option<&str> {
+        match &self.etag {
+            Some((for_url, etag)) if for_url == url => Some(etag),
+            _ => None,
+        }
+    }
+
+    /// P13, P14: applies a completed fetch of `url`. Failures change nothing.
+    pub fn apply(
+        &mut self,
+        outcome: FetchOutcome,
+        url: &str,
+        body: String,
+        etag: Option<String>,
+        completed_at_ms: i64,
+    ) {
+        match outcome {
+            FetchOutcome::Ok => {
+                self.data = Some(body);
+                self.time_stamp_ms = Some(completed_at_ms);
+                self.etag = etag.map(|e| (url.to_string(), e));
+            }
+            FetchOutcome::NotModified => {
+                self.time_stamp_ms = Some(completed_at_ms);
+                if let Some(e) = etag {
+                    self.etag = Some((url.to_string(), e));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url_app(gray: Option<Gray>) -> App {
+        App::new(
+            "wx1",
+            SubjectType::Organization,
+            Some(PeriodicSetting {
+                enabled: true,
+                source: Source::Url("https://data.example.com/feed".into()),
+                gray,
+            }),
+        )
+        .unwrap()
+    }
+
+    fn gray(percent: u8) -> Gray {
+        Gray {
+            url: "https://gray.example.com/feed".into(),
+            percent,
+            testers: vec!["tester".into()],
+        }
+    }
+
+    const T0: Instant = Instant::from_millis(1_772_352_000_000);
+
+    #[test]
+    fn p2_individual_apps_may_only_use_cloud() {
+        let err = App::new(
+            "i",
+            SubjectType::Individual,
+            Some(PeriodicSetting {
+                enabled: true,
+                source: Source::Url("https://x.example/".into()),
+                gray: None,
+            }),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "source_not_allowed");
+        assert!(App::new(
+            "i",
+            SubjectType::Individual,
+            Some(PeriodicSetting {
+                enabled: true,
+                source: Source::Cloud {
+                    env: "e".into(),
+                    function: "f".into()
+                },
+                gray: None,
+            }),
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn p3_gray_cannot_be_lowered_and_rejection_changes_nothing() {
+        let mut app = url_app(Some(gray(30)));
+        let before = app.clone();
+        assert_eq!(
+            app.set_gray(20, Some("https://other.example/".into()), None),
+            Err(RuleError::GrayCannotRetract)
+        );
+        assert_eq!(app, before);
+        assert_eq!(app.set_gray(30, None, None), Ok(()));
+    }
+
+    #[test]
+    fn p3_hundred_percent_promotes_and_ends_rollout() {
+        let mut app = url_app(Some(gray(30)));
+        app.set_gray(100, None, None).unwrap();
+        let setting = app.periodic().unwrap();
+        assert_eq!(
+            setting.source,
+            Source::Url("https://gray.example.com/feed".into())
+        );
+        assert!(setting.gray.is_none());
+        assert_eq!(app.target_for("tester").unwrap().gray, false);
+        // P3a: after a promotion, a new rollout needs a URL and may start anywhere.
+        assert_eq!(app.set_gray(5, None, None), Err(RuleError::GrayUrlNotSet));
+        assert_eq!(
+            app.set_gray(0, Some("https://g2.example/".into()), None),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn p3a_put_cannot_withdraw_active_rollout() {
+        let mut app = url_app(Some(gray(10)));
+        let err = app
+            .put_periodic(PeriodicSetting {
+                enabled: true,
+                source: Source::Url("https://data.example.com/feed".into()),
+                gray: None,
+            })
+            .unwrap_err();
+        assert_eq!(err, RuleError::GrayCannotRetract);
+    }
+
+    #[test]
+    fn p4_testers_and_buckets() {
+        let app = url_app(Some(gray(0)));
+        assert!(app.target_for("tester").unwrap().gray);
+        assert!(!app.target_for("someone").unwrap().gray);
+        let everyone = url_app(Some(Gray {
+            percent: 99,
+            ..gray(0)
+        }));
+        let in_group = (0..1000)
+            .filter(|i| everyone.target_for(&format!("u{i}")).unwrap().gray)
+            .count();
+        assert!(in_group > 950, "{in_group}");
+    }
+
+    #[test]
+    fn p4_bucket_is_sha256_prefix_mod_100() {
+        // sha256("wx1\nu1") starts with these 8 bytes; computed independently.
+        let digest = Sha256::digest(b"wx1\nu1");
+        let expected = u64::from_be_bytes(digest[..8].try_into().unwrap()) % 100;
+        assert_eq!(gray_bucket("wx1", "u1"), expected);
+        assert!(gray_bucket("wx1", "u1") < 100);
+    }
+
+    #[test]
+    fn p5_token_length_in_code_points() {
+        assert!(validate_token("").is_err());
+        assert!(validate_token(&"é".repeat(1024)).is_ok());
+        assert!(validate_token(&"é".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn p6_p7_eligibility() {
+        let app = url_app(None);
+        let mut pair = FetchPair::default();
+        assert_eq!(
+            pair.ineligibility(T0, &app),
+            Some(Ineligible::NeverLaunched)
+        );
+        pair.launch(T0);
+        assert_eq!(pair.ineligibility(T0, &app), Some(Ineligible::TokenNotSet));
+        pair.token_set();
+        assert_eq!(pair.ineligibility(T0, &app), None);
+        let week_later = T0.plus_millis(ACTIVE_FOR_MS);
+        assert!(matches!(
+            pair.ineligibility(week_later, &app),
+            Some(Ineligible::Inactive { .. })
+        ));
+        assert_eq!(pair.next_wakeup(week_later, &app), None);
+    }
+
+    #[test]
+    fn p8_first_fetch_due_when_eligible_then_every_12h() {
+        let app = url_app(None);
+        let mut pair = FetchPair::default();
+        pair.launch(T0);
+        pair.token_set();
+        assert_eq!(pair.next_wakeup(T0, &app), Some(T0));
+        assert!(pair.wake(T0, &app, "u1").is_some());
+        assert_eq!(pair.next_wakeup(T0, &app), None, "in flight");
+        let next = pair.record_outcome(T0, FetchOutcome::Ok, Some(999_999_999), 0);
+        assert_eq!(
+            next,
+            T0.plus_millis(12 * HOUR_MS),
+            "Retry-After ignored on success"
+        );
+    }
+
+    #[test]
+    fn p9_backoff_and_retry_after() {
+        let app = url_app(None);
+        let mut pair = FetchPair::default();
+        pair.launch(T0);
+        pair.token_set();
+        let delays: Vec<i64> = (0..5)
+            .map(|_| {
+                pair.fetch_now(&app, "u").unwrap();
+                pair.record_outcome(T0, FetchOutcome::HttpStatus, None, 0)
+                    .millis_since(T0)
+                    / MINUTE_MS
+            })
+            .collect();
+        assert_eq!(delays, [5, 15, 45, 720, 720]);
+        let mut fresh = FetchPair::default();
+        let hour = HOUR_MS;
+        assert_eq!(
+            fresh
+                .record_outcome(T0, FetchOutcome::HttpStatus, Some(hour), 0)
+                .millis_since(T0),
+            hour
+        );
+        let mut no_response = FetchPair::default();
+        assert_eq!(
+            no_response
+                .record_outcome(T0, FetchOutcome::Timeout, Some(hour), 0)
+                .millis_since(T0),
+            5 * MINUTE_MS
+        );
+    }
+
+    #[test]
+    fn p10_reeligible_pair_due_at_later_of_now_and_plan() {
+        let app = url_app(None);
+        let mut pair = FetchPair::default();
+        pair.launch(T0);
+        pair.token_set();
+        pair.wake(T0, &app, "u").unwrap();
+        let planned = pair.record_outcome(T0, FetchOutcome::Ok, None, 0);
+        let much_later = T0.plus_millis(10 * 24 * HOUR_MS);
+        assert_eq!(pair.next_wakeup(much_later, &app), None);
+        pair.launch(much_later);
+        assert_eq!(pair.next_wakeup(much_later, &app), Some(much_later));
+        assert!(planned < much_later);
+    }
+
+    #[test]
+    fn p11_fetch_now_errors() {
+        let mut disabled = url_app(None);
+        disabled.periodic.as_mut().unwrap().enabled = false;
+        let mut pair = FetchPair::default();
+        assert_eq!(
+            pair.fetch_now(&disabled, "u"),
+            Err(RuleError::PeriodicDisabled)
+        );
+        assert_eq!(
+            pair.fetch_now(&url_app(None), "u"),
+            Err(RuleError::TokenNotSet)
+        );
+        pair.token_set();
+        assert!(pair.fetch_now(&url_app(None), "u").is_ok());
+    }
+
+    #[test]
+    fn p12_query_encoding_and_order() {
+        assert_eq!(
+            fetch_url("https://d.example/feed", "wx1", "a b+c/é", 17),
+            "https://d.example/feed?appid=wx1&token=a+b%2Bc%2F%C3%A9&timestamp=17"
+        );
+        assert_eq!(
+            fetch_url("https://d.example/feed?x=1#frag", "wx1", "t*-._~", 1),
+            "https://d.example/feed?x=1&appid=wx1&token=t*-._%7E&timestamp=1"
+        );
+        assert_eq!(
+            fetch_url("https://d.example/feed?", "a", "t", 1),
+            "https://d.example/feed?appid=a&token=t&timestamp=1"
+        );
+    }
+
+    #[test]
+    fn p13_p14_classification() {
+        assert_eq!(
+            classify_response(200, MAX_BODY_BYTES, true),
+            FetchOutcome::Ok
+        );
+        assert_eq!(
+            classify_response(200, MAX_BODY_BYTES + 1, false),
+            FetchOutcome::TooLarge
+        );
+        assert_eq!(classify_response(200, 10, false), FetchOutcome::NotUtf8);
+        assert_eq!(classify_response(204, 0, true), FetchOutcome::Ok);
+        assert_eq!(classify_response(304, 0, true), FetchOutcome::NotModified);
+        assert_eq!(classify_response(302, 0, true), FetchOutcome::Redirect);
+        assert_eq!(classify_response(503, 0, true), FetchOutcome::HttpStatus);
+        assert_eq!(
+            classify_response(101, 0, true),
+            FetchOutcome::InvalidResponse
+        );
+    }
+
+    #[test]
+    fn p13_cache_keeps_data_on_failure_and_moves_timestamp_on_304() {
+        let mut cache = FetchCache::default();
+        cache.apply(FetchOutcome::Ok, "u1", "v1".into(), Some("\"e\"".into()), 1);
+        cache.apply(FetchOutcome::HttpStatus, "u1", "oops".into(), None, 2);
+        assert_eq!(cache.data.as_deref(), Some("v1"));
+        assert_eq!(cache.time_stamp_ms, Some(1));
+        cache.apply(FetchOutcome::NotModified, "u1", String::new(), None, 3);
+        assert_eq!(cache.time_stamp_ms, Some(3));
+        assert_eq!(cache.if_none_match("u1"), Some("\"e\""));
+        assert_eq!(
+            cache.if_none_match("u2"),
+            None,
+            "an ETag belongs to its URL"
+        );
+        cache.apply(FetchOutcome::Ok, "u1", "v2".into(), None, 4);
+        assert_eq!(
+            cache.if_none_match("u1"),
+            None,
+            "a 2xx without ETag clears it"
+        );
+    }
+}
