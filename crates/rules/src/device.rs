@@ -342,6 +342,38 @@ impl Device {
         }
     }
 
+    /// The next `limit` decisions about `form` if nothing else happens (no inputs), found
+    /// by running a copy of this device forward. Stops after `horizon_ms` of simulated
+    /// time, so a form with nothing planned returns quickly.
+    pub fn preview(
+        &self,
+        form: FormId,
+        now: Instant,
+        limit: usize,
+        horizon_ms: i64,
+    ) -> Vec<(Instant, FormDecision)> {
+        let mut copy = self.clone();
+        let mut found = Vec::new();
+        let mut decisions = Vec::new();
+        copy.wake(now, &mut decisions);
+        let horizon = now.plus_millis(horizon_ms);
+        while found.len() < limit {
+            let Some(at) = copy.next_wakeup().filter(|at| *at <= horizon) else {
+                break;
+            };
+            decisions.clear();
+            copy.wake(at, &mut decisions);
+            found.extend(
+                decisions
+                    .iter()
+                    .filter(|d| d.form() == form)
+                    .map(|d| (at, *d)),
+            );
+        }
+        found.truncate(limit);
+        found
+    }
+
     // ---- timers -------------------------------------------------------------------
 
     /// F17, F18 and T5: one reset however many midnights were missed.
@@ -383,7 +415,7 @@ impl Device {
         if now > self.ticked_through {
             self.ticked_through = now;
         }
-        if !due_tick.is_some_and(|tick| tick <= now) {
+        if due_tick.is_none_or(|tick| tick > now) {
             return;
         }
         for form in &mut self.forms {
@@ -416,7 +448,7 @@ impl Device {
     /// are no longer pending.
     fn fire_next_refreshes(&mut self, now: Instant, out: &mut Vec<FormDecision>) {
         for form in &mut self.forms {
-            if !form.pending_next.is_some_and(|at| at <= now) {
+            if form.pending_next.is_none_or(|at| at > now) {
                 continue;
             }
             form.pending_next = None;
@@ -435,7 +467,7 @@ impl Device {
     /// F15: scheduled refreshes, not counted; missed occurrences give one trigger (T5).
     fn fire_scheduled(&mut self, now: Instant, out: &mut Vec<FormDecision>) {
         for form in &mut self.forms {
-            if !form.next_scheduled.is_some_and(|at| at <= now) {
+            if form.next_scheduled.is_none_or(|at| at > now) {
                 continue;
             }
             form.next_scheduled = next_occurrence(&form.plan.scheduled_times, now, &self.zone);

@@ -630,7 +630,7 @@ mod tests {
             Source::Url("https://gray.example.com/feed".into())
         );
         assert!(setting.gray.is_none());
-        assert_eq!(app.target_for("tester").unwrap().gray, false);
+        assert!(!app.target_for("tester").unwrap().gray);
         // P3a: after a promotion, a new rollout needs a URL and may start anywhere.
         assert_eq!(app.set_gray(5, None, None), Err(RuleError::GrayUrlNotSet));
         assert_eq!(
