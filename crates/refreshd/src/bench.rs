@@ -182,7 +182,7 @@ fn build_device(rng: &mut fastrand::Rng, index: u32, forms: u32) -> (Device, Dev
 
 /// The heap-allocated and inline bytes of one device's state.
 fn device_state_bytes(device: &Device) -> usize {
-    let forms_heap = device.forms().len() * std::mem::size_of::<FormState>();
+    let forms_heap = std::mem::size_of_val(device.forms());
     let schedules: usize = device
         .forms()
         .iter()
