@@ -519,6 +519,12 @@ pub struct FetchCache {
 }
 
 impl FetchCache {
+    /// P15: the cached data and its time stamp (ms), or `None` (`no_cached_data`). A read
+    /// never waits for a fetch in progress: it sees the last completed one.
+    pub fn read(&self) -> Option<(&str, i64)> {
+        Some((self.data.as_deref()?, self.time_stamp_ms?))
+    }
+
     /// P12: the `If-None-Match` for a fetch of `url`.
     pub fn if_none_match(&self, url: &str) -> Option<&str> {
         match &self.etag {
@@ -579,6 +585,36 @@ mod tests {
     }
 
     const T0: Instant = Instant::from_millis(1_772_352_000_000);
+
+    #[test]
+    fn p1_app_without_periodic_setting_never_fetches() {
+        let app = App::new("wx0", SubjectType::Organization, None).unwrap();
+        assert!(!app.periodic_enabled());
+        assert_eq!(app.target_for("u"), None);
+        let mut pair = FetchPair::default();
+        pair.launch(T0);
+        pair.token_set();
+        assert_eq!(pair.next_wakeup(T0, &app), None);
+        assert_eq!(
+            pair.ineligibility(T0, &app),
+            Some(Ineligible::PeriodicDisabled)
+        );
+        assert_eq!(pair.fetch_now(&app, "u"), Err(RuleError::PeriodicDisabled));
+    }
+
+    #[test]
+    fn p15_read_returns_last_completed_fetch_or_nothing() {
+        let mut cache = FetchCache::default();
+        assert_eq!(cache.read(), None, "no_cached_data");
+        cache.apply(FetchOutcome::Ok, "u", String::new(), None, 5);
+        assert_eq!(
+            cache.read(),
+            Some(("", 5)),
+            "an empty 200 is cached data too"
+        );
+        cache.apply(FetchOutcome::TooLarge, "u", "x".into(), None, 6);
+        assert_eq!(cache.read(), Some(("", 5)));
+    }
 
     #[test]
     fn p2_individual_apps_may_only_use_cloud() {
