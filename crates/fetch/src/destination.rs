@@ -1,0 +1,303 @@
+//! Which addresses refreshd may connect to.
+//!
+//! Developers choose the URLs refreshd fetches, so every address a connection could go
+//! to is judged here: IP literals before a request is built, and every address a name
+//! resolves to before it is dialled. Private, loopback, link-local, shared, multicast,
+//! reserved, documentation and benchmark ranges are blocked, and so are IPv6 forms that
+//! carry an IPv4 address inside (mapped, compatible, NAT64, 6to4, Teredo), which are
+//! judged by the IPv4 they carry. Operators may trust specific ranges
+//! (`--allow-destination`): internal cloud-function endpoints, loopback in tests.
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// Blocked IPv4 ranges, with what they are.
+const BLOCKED_V4: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "this network"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "shared address space (CGNAT)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local (cloud metadata)"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation"),
+    ("192.88.99.0/24", "6to4 relay anycast"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved and broadcast"),
+];
+
+/// Blocked IPv6 ranges that do not carry an IPv4 address.
+const BLOCKED_V6: &[(&str, &str)] = &[
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("fc00::/7", "unique local"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local"),
+    ("ff00::/8", "multicast"),
+    ("2001:db8::/32", "documentation"),
+    ("100::/64", "discard"),
+];
+
+/// Why an address may not be dialled.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("destination {address} is blocked: {range} ({what})")]
+pub struct Blocked {
+    pub address: IpAddr,
+    pub range: String,
+    pub what: &'static str,
+}
+
+/// A CIDR given to `--allow-destination` that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("\"{0}\" is not a CIDR range such as 10.1.0.0/16 or fd00::/8")]
+pub struct BadCidr(pub String);
+
+/// The operator's destination rules: the fixed block list plus trusted ranges.
+#[derive(Clone, Debug, Default)]
+pub struct DestinationPolicy {
+    trusted: Vec<IpNet>,
+}
+
+impl DestinationPolicy {
+    /// A policy that trusts `trusted` ranges (they may be private or loopback, and may be
+    /// reached over plain `http://`).
+    pub fn new(trusted: Vec<IpNet>) -> Self {
+        DestinationPolicy { trusted }
+    }
+
+    /// Parses `--allow-destination` values; a bare address means that one address.
+    pub fn parse_trusted<S: AsRef<str>>(values: &[S]) -> Result<Vec<IpNet>, BadCidr> {
+        values
+            .iter()
+            .map(|v| {
+                let v = v.as_ref().trim();
+                IpNet::from_str(v)
+                    .or_else(|_| IpAddr::from_str(v).map(IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| BadCidr(v.to_string()))
+            })
+            .collect()
+    }
+
+    pub fn trusted(&self) -> &[IpNet] {
+        &self.trusted
+    }
+
+    /// The address is in a range the operator trusts.
+    pub fn is_trusted(&self, address: IpAddr) -> bool {
+        let address = canonical(address);
+        self.trusted.iter().any(|net| net.contains(&address))
+    }
+
+    /// May refreshd connect to `address`? Trusted ranges win over the block list.
+    pub fn check(&self, address: IpAddr) -> Result<(), Blocked> {
+        if self.is_trusted(address) {
+            return Ok(());
+        }
+        match blocked_range(address) {
+            Some(blocked) => Err(blocked),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `::ffff:a.b.c.d` is the IPv4 address a.b.c.d on the wire; treat it as such.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// The blocked range `address` falls in, if any, ignoring trusted ranges.
+pub fn blocked_range(address: IpAddr) -> Option<Blocked> {
+    match address {
+        IpAddr::V4(v4) => blocked_v4(v4),
+        IpAddr::V6(v6) => blocked_v6(v6),
+    }
+}
+
+fn blocked_v4(v4: Ipv4Addr) -> Option<Blocked> {
+    BLOCKED_V4.iter().find_map(|(range, what)| {
+        let net = Ipv4Net::from_str(range).expect("constant ranges parse");
+        net.contains(&v4).then(|| Blocked {
+            address: IpAddr::V4(v4),
+            range: (*range).to_string(),
+            what,
+        })
+    })
+}
+
+fn in_v6(v6: Ipv6Addr, range: &str) -> bool {
+    Ipv6Net::from_str(range)
+        .expect("constant ranges parse")
+        .contains(&v6)
+}
+
+fn v4_at(v6: Ipv6Addr, byte: usize) -> Ipv4Addr {
+    let o = v6.octets();
+    Ipv4Addr::new(o[byte], o[byte + 1], o[byte + 2], o[byte + 3])
+}
+
+/// Judges an embedded IPv4 address, reporting the IPv6 address and the form it came in.
+fn embedded(v6: Ipv6Addr, v4: Ipv4Addr, form: &'static str) -> Option<Blocked> {
+    blocked_v4(v4).map(|inner| Blocked {
+        address: IpAddr::V6(v6),
+        range: format!("{form} of {} in {}", inner.address, inner.range),
+        what: inner.what,
+    })
+}
+
+fn blocked_v6(v6: Ipv6Addr) -> Option<Blocked> {
+    if let Some((range, what)) = BLOCKED_V6.iter().find(|(range, _)| in_v6(v6, range)) {
+        return Some(Blocked {
+            address: IpAddr::V6(v6),
+            range: (*range).to_string(),
+            what,
+        });
+    }
+    if in_v6(v6, "::ffff:0:0/96") {
+        return embedded(v6, v4_at(v6, 12), "IPv4-mapped");
+    }
+    if in_v6(v6, "::/96") {
+        return embedded(v6, v4_at(v6, 12), "IPv4-compatible");
+    }
+    if in_v6(v6, "64:ff9b::/96") {
+        return embedded(v6, v4_at(v6, 12), "NAT64");
+    }
+    if in_v6(v6, "64:ff9b:1::/48") {
+        return embedded(v6, v4_at(v6, 12), "local NAT64");
+    }
+    if in_v6(v6, "2002::/16") {
+        return embedded(v6, v4_at(v6, 2), "6to4");
+    }
+    if in_v6(v6, "2001::/32") {
+        // Teredo carries the server's IPv4 in bits 32–63 and the client's, inverted,
+        // in the last 32 bits; either may point inward.
+        let server = v4_at(v6, 4);
+        let client = Ipv4Addr::from(!u32::from(v4_at(v6, 12)));
+        return embedded(v6, server, "Teredo server")
+            .or_else(|| embedded(v6, client, "Teredo client"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked(text: &str) -> bool {
+        blocked_range(text.parse().unwrap()).is_some()
+    }
+
+    #[test]
+    fn every_v4_range_blocks_its_first_and_last_address_and_not_its_neighbours() {
+        for (range, _) in BLOCKED_V4 {
+            let net = Ipv4Net::from_str(range).unwrap();
+            assert!(blocked_v4(net.network()).is_some(), "{range} first");
+            assert!(blocked_v4(net.broadcast()).is_some(), "{range} last");
+            let before = u32::from(net.network()).checked_sub(1).map(Ipv4Addr::from);
+            let after = u32::from(net.broadcast())
+                .checked_add(1)
+                .map(Ipv4Addr::from);
+            for neighbour in [before, after].into_iter().flatten() {
+                let inside_other = BLOCKED_V4
+                    .iter()
+                    .any(|(r, _)| Ipv4Net::from_str(r).unwrap().contains(&neighbour));
+                assert_eq!(
+                    blocked_v4(neighbour).is_some(),
+                    inside_other,
+                    "{range} neighbour {neighbour}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cgnat_edges() {
+        assert!(!blocked("100.63.255.255"));
+        assert!(blocked("100.64.0.0"));
+        assert!(blocked("100.127.255.255"));
+        assert!(!blocked("100.128.0.0"));
+    }
+
+    #[test]
+    fn ipv6_ranges_and_embedded_ipv4() {
+        for bad in [
+            "::",
+            "::1",
+            "fc00::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "100::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "2001:0:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        ] {
+            assert!(blocked(bad), "{bad}");
+        }
+        for good in [
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:4860:4860::8888",
+        ] {
+            assert!(!blocked(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn metadata_addresses_are_blocked() {
+        for metadata in [
+            "169.254.169.254",
+            "100.100.100.200",
+            "192.0.0.192",
+            "fd00:ec2::254",
+        ] {
+            assert!(blocked(metadata), "{metadata}");
+        }
+    }
+
+    #[test]
+    fn trusted_ranges_win_and_cover_mapped_forms() {
+        let policy = DestinationPolicy::new(
+            DestinationPolicy::parse_trusted(&["127.0.0.2/32", "10.1.0.0/16"]).unwrap(),
+        );
+        assert!(policy.check("127.0.0.2".parse().unwrap()).is_ok());
+        assert!(policy.check("::ffff:127.0.0.2".parse().unwrap()).is_ok());
+        assert!(policy.check("127.0.0.1".parse().unwrap()).is_err());
+        assert!(policy.check("10.1.2.3".parse().unwrap()).is_ok());
+        assert!(policy.check("10.2.0.1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn bad_cidr_is_named() {
+        assert_eq!(
+            DestinationPolicy::parse_trusted(&["10.0.0.0/33"]),
+            Err(BadCidr("10.0.0.0/33".into()))
+        );
+        assert_eq!(
+            DestinationPolicy::parse_trusted(&["::1"]).unwrap()[0].to_string(),
+            "::1/128"
+        );
+    }
+}
