@@ -5,11 +5,17 @@ use std::fmt;
 
 /// Identifies a form instance. The caller chooses it; an id that is removed and added
 /// again names a new instance (F22).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct FormId(pub u64);
 
 /// Identifies a widget provider (the app that owns a form). The caller interns names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct ProviderId(pub u32);
 
 /// Why a form is refreshed.
@@ -76,7 +82,8 @@ impl fmt::Display for Trigger {
 
 /// A set of trigger kinds in one byte; iterates in the order of their names (F20's
 /// deferred kinds coalesce, and are reported sorted).
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct TriggerSet(u8);
 
 impl TriggerSet {

@@ -29,7 +29,7 @@ pub const NEXT_REFRESH_MIN_SYSTEM: i64 = 1;
 pub const NEXT_REFRESH_MAX: i64 = 10_080;
 
 /// Per-device settings (F11, F23).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceSettings {
     tick_minutes: u8,
     max_forms: u16,
@@ -138,7 +138,7 @@ const FLAG_SYSTEM_APP: u8 = 2;
 const FLAG_REMIND_AT_RESET: u8 = 4;
 
 /// One form's state. Kept small: a device's forms are read and written on every wake-up.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FormState {
     id: FormId,
     provider: ProviderId,
@@ -207,14 +207,17 @@ impl FormState {
 }
 
 /// The shared interval tick of a device (F11): ticks at `anchor + k·tick`, k ≥ 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct TickGrid {
     anchor: Instant,
 }
 
 /// A device: its zone, settings, network state and forms in the order they were added.
-#[derive(Clone, Debug)]
+/// Serializable (serde) so the service can persist it; the zone is stored by its IANA
+/// name and looked up again on load.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Device {
+    #[serde(with = "zone_by_name")]
     zone: TimeZone,
     settings: DeviceSettings,
     forms: Vec<FormState>,
@@ -706,4 +709,20 @@ pub fn next_occurrence(
         }
     }
     best
+}
+
+/// Stores a time zone as its IANA name (T1).
+mod zone_by_name {
+    use jiff::tz::TimeZone;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(zone: &TimeZone, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(zone.iana_name().unwrap_or("UTC"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TimeZone, D::Error> {
+        let name = String::deserialize(d)?;
+        TimeZone::get(&name)
+            .map_err(|_| serde::de::Error::custom(format!("unknown time zone {name}")))
+    }
 }

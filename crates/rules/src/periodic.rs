@@ -24,14 +24,16 @@ pub const MAX_BODY_BYTES: usize = 262_144;
 pub const MAX_TOKEN_CHARS: usize = 1024;
 
 /// P1: who publishes the app; individuals may only use cloud sources (P2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SubjectType {
     Individual,
     Organization,
 }
 
 /// Where an app's data comes from (P2).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     /// An `https://` URL (or an operator-trusted destination), organizations only.
     Url(String),
@@ -40,7 +42,7 @@ pub enum Source {
 }
 
 /// A grayscale rollout to a second URL (P3).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Gray {
     pub url: String,
     pub percent: u8,
@@ -48,7 +50,7 @@ pub struct Gray {
 }
 
 /// An app's periodic-fetch setting.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeriodicSetting {
     pub enabled: bool,
     pub source: Source,
@@ -57,7 +59,7 @@ pub struct PeriodicSetting {
 }
 
 /// A mini-program app (P1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct App {
     appid: String,
     subject: SubjectType,
@@ -352,7 +354,7 @@ pub fn form_urlencode_into(out: &mut String, text: &str) {
 }
 
 /// One user's periodic fetch for one app (P5–P11).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FetchPair {
     last_launch: Option<Instant>,
     has_token: bool,
@@ -410,6 +412,12 @@ impl FetchPair {
     /// P6: records a launch.
     pub fn launch(&mut self, now: Instant) {
         self.last_launch = Some(self.last_launch.map_or(now, |l| l.max(now)));
+    }
+
+    /// After a crash, a fetch that was ordered but never recorded is ordered again: it is
+    /// overdue, and an overdue fetch runs once (T5).
+    pub fn abandon_in_flight(&mut self) {
+        self.in_flight = false;
     }
 
     /// P5: the token itself is kept by the caller (a secret); the rules only need to

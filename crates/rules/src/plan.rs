@@ -19,7 +19,7 @@ pub struct ProviderTraits {
 }
 
 /// A form's timed refreshes, small enough to copy into per-form state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RefreshPlan {
     /// Effective interval in half-hours (F10); 0 means no interval refresh.
     pub interval_half_hours: u16,

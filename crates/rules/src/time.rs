@@ -18,7 +18,10 @@ pub const HOUR_MS: i64 = 60 * MINUTE_MS;
 /// An instant in UTC, in milliseconds since the Unix epoch (T1: instants are stored in UTC).
 ///
 /// Arithmetic saturates, so no input can make the core overflow or panic.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Instant(i64);
 
 impl Instant {
@@ -74,8 +77,28 @@ impl fmt::Display for Instant {
 }
 
 /// A wall-clock time of day to the minute ("HH:MM", F2), stored as minutes after midnight.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "u16", into = "u16")]
 pub struct LocalTime(u16);
+
+impl TryFrom<u16> for LocalTime {
+    type Error = String;
+    fn try_from(minutes: u16) -> Result<Self, String> {
+        if minutes < 24 * 60 {
+            Ok(LocalTime(minutes))
+        } else {
+            Err(format!("{minutes} is not a minute of the day"))
+        }
+    }
+}
+
+impl From<LocalTime> for u16 {
+    fn from(time: LocalTime) -> u16 {
+        time.0
+    }
+}
 
 impl LocalTime {
     /// `hour` 0..=23 and `minute` 0..=59, else `None`.

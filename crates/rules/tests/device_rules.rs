@@ -742,3 +742,33 @@ fn next_wakeup_is_never_in_the_past_after_a_step() {
     let step = h.device.step(now, DeviceInput::Wake);
     assert!(step.next_wakeup.unwrap() > now);
 }
+
+#[test]
+fn t1_device_state_round_trips_through_serde_with_its_zone() {
+    let mut h = Harness::new("Europe/Berlin", "2026-03-01T00:00:00+01:00");
+    h.add("2026-03-01T00:00:00+01:00", 1, interval(1));
+    h.add_with(
+        "2026-03-01T00:00:00+01:00",
+        2,
+        scheduled(&[(10, 30)]),
+        true,
+        false,
+    );
+    h.input("2026-03-01T00:10:00+01:00", next_refresh(1, 30))
+        .unwrap();
+    let saved = serde_json::to_string(&h.device).unwrap();
+    let mut restored: Device = serde_json::from_str(&saved).unwrap();
+    assert_eq!(restored.zone().iana_name(), Some("Europe/Berlin"));
+    assert_eq!(restored.next_wakeup(), h.device.next_wakeup());
+    // Both copies decide the same from here on.
+    let later = at("2026-03-02T12:00:00+01:00");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    while let Some(w) = h.device.next_wakeup().filter(|w| *w <= later) {
+        h.device.wake(w, &mut a);
+        restored.wake(w, &mut b);
+    }
+    assert_eq!(a, b);
+    assert!(!a.is_empty());
+    let broken = saved.replace("Europe/Berlin", "Mars/Olympus");
+    assert!(serde_json::from_str::<Device>(&broken).is_err());
+}
