@@ -1,0 +1,732 @@
+//! The engine: the only place that reads a clock. It wakes subjects when the rules asked,
+//! applies API inputs, and for every change commits the subject's new state together
+//! with the decisions it caused before anything is carried out.
+
+use crate::clock::Clock;
+use crate::due::DueIndex;
+use crate::error::EngineError;
+use crate::secrets::{random_bytes, TokenSealer};
+use refreshd_fetch::Fetcher;
+use refreshd_rules::device::{DeviceSettings, NewForm};
+use refreshd_rules::form_config::{check_document, FormDefinition, LintContext};
+use refreshd_rules::periodic::{App, FetchOrder, FetchPair};
+use refreshd_rules::{
+    Device, DeviceInput, FormDecision, FormId, Instant, ProviderId, ProviderTraits, RefreshPlan,
+    RuleError, Trigger,
+};
+use refreshd_store::{
+    DecisionNote, DeviceCommit, DeviceRecord, FormRecord, NewDelivery, NewEvent, PairCommit,
+    PairRecord, ProviderRecord, Store, StoreError, SubjectKey,
+};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, Notify};
+
+/// Settings the engine applies to every subject.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    pub device: DeviceSettings,
+    /// P8's jitter window.
+    pub fetch_jitter_minutes: u32,
+    /// Cloud environments: `env` → internal base URL (P2).
+    pub cloud_envs: HashMap<String, String>,
+    /// How long an ordered fetch may stay unrecorded before it is ordered again.
+    pub fetch_lease_ms: i64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            device: DeviceSettings::default(),
+            fetch_jitter_minutes: 0,
+            cloud_envs: HashMap::new(),
+            fetch_lease_ms: 60_000,
+        }
+    }
+}
+
+/// What a device change adds to its commit besides the rules' decisions.
+#[derive(Default)]
+pub(crate) struct DeviceExtras {
+    pub add_forms: Vec<FormRecord>,
+    pub remove_forms: Vec<String>,
+    pub deliveries: Vec<NewDelivery>,
+    pub events: Vec<NewEvent>,
+}
+
+pub struct Engine {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) fetcher: Arc<Fetcher>,
+    pub(crate) sealer: TokenSealer,
+    pub(crate) settings: EngineSettings,
+    due: Mutex<DueIndex>,
+    pub(crate) due_changed: Notify,
+    pub(crate) deliveries_waiting: Notify,
+    locks: Mutex<HashMap<SubjectKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Device ids with new host events (SSE listeners re-read the store).
+    host_events: broadcast::Sender<String>,
+    /// Pairs whose fetch runs in this process now.
+    pub(crate) fetching: Mutex<HashSet<(String, String)>>,
+}
+
+/// A short random id with a readable prefix.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(random_bytes::<10>()))
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        fetcher: Arc<Fetcher>,
+        sealer: TokenSealer,
+        settings: EngineSettings,
+    ) -> Arc<Self> {
+        Arc::new(Engine {
+            store,
+            clock,
+            fetcher,
+            sealer,
+            settings,
+            due: Mutex::new(DueIndex::default()),
+            due_changed: Notify::new(),
+            deliveries_waiting: Notify::new(),
+            locks: Mutex::new(HashMap::new()),
+            host_events: broadcast::channel(1024).0,
+            fetching: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn fetcher(&self) -> &Arc<Fetcher> {
+        &self.fetcher
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// Device ids whose host events changed; an SSE stream re-reads the store for its own.
+    pub fn subscribe_host_events(&self) -> broadcast::Receiver<String> {
+        self.host_events.subscribe()
+    }
+
+    pub(crate) fn announce_events(&self, device_id: &str) {
+        let _ = self.host_events.send(device_id.to_string());
+    }
+
+    /// Rebuilds the due-index from the store (at start, T5 catch-up follows naturally:
+    /// overdue subjects are woken once at the current instant).
+    pub async fn load_due_index(&self) -> Result<usize, EngineError> {
+        let planned = self.store.planned_wakeups().await?;
+        let mut index = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        for (subject, at) in planned {
+            index.set(subject, Some(at));
+        }
+        metrics::gauge!("refreshd_due_subjects").set(index.len() as f64);
+        Ok(index.len())
+    }
+
+    pub(crate) fn plan(&self, subject: SubjectKey, at: Option<Instant>) {
+        let mut index = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        index.set(subject, at.map(Instant::as_millis));
+        metrics::gauge!("refreshd_due_subjects").set(index.len() as f64);
+        drop(index);
+        self.due_changed.notify_one();
+    }
+
+    pub(crate) fn take_due(&self, now: Instant) -> Vec<(i64, SubjectKey)> {
+        self.due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_due(now.as_millis())
+    }
+
+    pub(crate) fn earliest_due(&self) -> Option<Instant> {
+        self.due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .earliest()
+            .map(Instant::from_millis)
+    }
+
+    /// One subject is changed by one task at a time in this process.
+    pub(crate) async fn lock(&self, subject: SubjectKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(subject).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    // ---- devices ------------------------------------------------------------------
+
+    /// Creates a device in `zone` (T1).
+    pub async fn create_device(
+        &self,
+        device_id: &str,
+        user_id: &str,
+        zone: &str,
+    ) -> Result<(), EngineError> {
+        let zone = jiff::tz::TimeZone::get(zone).map_err(|_| {
+            EngineError::invalid(
+                "invalid_zone",
+                format!("\"{zone}\" is not an IANA time zone"),
+            )
+        })?;
+        let device = Device::new(zone, self.settings.device, self.now());
+        let record = DeviceRecord {
+            device_id: device_id.to_string(),
+            user_id: user_id.to_string(),
+            state: serde_json::to_string(&device).map_err(EngineError::corrupt)?,
+            version: 1,
+        };
+        self.store
+            .insert_device(&record, device.next_wakeup().map(Instant::as_millis))
+            .await
+            .map_err(|e| match e {
+                StoreError::Exists => EngineError::Exists("device_exists"),
+                other => other.into(),
+            })
+    }
+
+    /// Loads a device, lets `change` apply inputs to it, and commits the new state with
+    /// every decision (as deliveries and notes) in one transaction, even when `change`
+    /// returns an error (the timers it ran first still count).
+    pub(crate) async fn with_device<T>(
+        &self,
+        device_id: &str,
+        change: impl FnOnce(
+            &mut Device,
+            Instant,
+            &mut Vec<FormDecision>,
+            &mut DeviceExtras,
+        ) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let _guard = self.lock(SubjectKey::Device(device_id.to_string())).await;
+        let record = self
+            .store
+            .get_device(device_id)
+            .await?
+            .ok_or(EngineError::NotFound("not_found"))?;
+        let mut device: Device =
+            serde_json::from_str(&record.state).map_err(EngineError::corrupt)?;
+        let now = self.now();
+        let mut decisions = Vec::new();
+        let mut extras = DeviceExtras::default();
+        let result = change(&mut device, now, &mut decisions, &mut extras);
+        let mut forms = self.store.forms_of_device(device_id).await?;
+        forms.extend(extras.add_forms.iter().cloned());
+        let by_num: HashMap<i64, &FormRecord> = forms.iter().map(|f| (f.form_num, f)).collect();
+        let mut commit = DeviceCommit {
+            device_id: device_id.to_string(),
+            expected_version: record.version,
+            state: serde_json::to_string(&device).map_err(EngineError::corrupt)?,
+            next_wake_at: device.next_wakeup().map(Instant::as_millis),
+            add_forms: extras.add_forms,
+            remove_forms: extras.remove_forms,
+            deliveries: extras.deliveries,
+            events: extras.events,
+            decisions: Vec::new(),
+        };
+        for decision in &decisions {
+            let Some(form) = by_num.get(&(decision.form().0 as i64)) else {
+                continue;
+            };
+            commit.decisions.push(DecisionNote {
+                form_id: form.form_id.clone(),
+                at: now.as_millis(),
+                decision: describe_decision(decision),
+                rule: decision.rule().to_string(),
+            });
+            if let FormDecision::Refresh {
+                trigger,
+                deferred,
+                counted,
+                ..
+            } = decision
+            {
+                metrics::counter!("refreshd_refreshes_total", "trigger" => trigger.as_str(), "counted" => if *counted { "true" } else { "false" }).increment(1);
+                let deferred: Vec<&str> = deferred.iter().map(Trigger::as_str).collect();
+                commit
+                    .deliveries
+                    .push(delivery_for(form, trigger.as_str(), &deferred, now));
+            }
+        }
+        let has_deliveries = !commit.deliveries.is_empty();
+        let has_events = !commit.events.is_empty();
+        let started = std::time::Instant::now();
+        self.store.commit_device(&commit).await?;
+        metrics::histogram!("refreshd_store_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        self.plan(
+            SubjectKey::Device(device_id.to_string()),
+            device.next_wakeup(),
+        );
+        if has_deliveries {
+            self.deliveries_waiting.notify_one();
+        }
+        if has_events {
+            self.announce_events(device_id);
+        }
+        result
+    }
+
+    /// Wakes a device whose timers are due.
+    pub(crate) async fn wake_device(
+        &self,
+        device_id: &str,
+        due_at: i64,
+    ) -> Result<(), EngineError> {
+        let lateness = self.now().millis_since(Instant::from_millis(due_at));
+        metrics::histogram!("refreshd_lateness_seconds").record(lateness.max(0) as f64 / 1000.0);
+        self.with_device(device_id, |device, now, out, _| {
+            device.wake(now, out);
+            Ok(())
+        })
+        .await
+    }
+
+    /// The definition and provider facts a new or re-planned form needs.
+    fn plan_for(provider: &ProviderRecord, definition: &FormDefinition) -> RefreshPlan {
+        RefreshPlan::new(
+            definition,
+            ProviderTraits {
+                system_app: provider.system_app,
+                api_version: u32::try_from(provider.api_version).ok(),
+                market_update_duration: provider.market_update_duration,
+            },
+        )
+    }
+
+    fn definitions(provider: &ProviderRecord) -> Vec<FormDefinition> {
+        provider
+            .form_config
+            .as_deref()
+            .and_then(|text| {
+                check_document(
+                    text,
+                    LintContext {
+                        system_app: provider.system_app,
+                    },
+                )
+                .value
+            })
+            .unwrap_or_default()
+    }
+
+    /// Adds a form of `provider`'s definition `form_name` to a device (F19, F22, F23),
+    /// and asks the provider for its initial data (trigger `add`, never counted).
+    pub async fn add_form(
+        &self,
+        device_id: &str,
+        provider_name: &str,
+        form_name: &str,
+        hidden: bool,
+    ) -> Result<String, EngineError> {
+        let provider = self
+            .store
+            .get_provider(provider_name)
+            .await?
+            .ok_or(EngineError::NotFound("form_definition_not_found"))?;
+        let definition = Self::definitions(&provider)
+            .into_iter()
+            .find(|d| d.name == form_name)
+            .ok_or(EngineError::NotFound("form_definition_not_found"))?;
+        let plan = Self::plan_for(&provider, &definition);
+        let form_num = self.store.next_form_num().await?;
+        let form_id = new_id("frm_");
+        let record = FormRecord {
+            form_id: form_id.clone(),
+            form_num,
+            device_id: device_id.to_string(),
+            provider: provider.provider.clone(),
+            form_name: form_name.to_string(),
+            created_at: self.now().as_millis(),
+        };
+        self.with_device(device_id, |device, now, out, extras| {
+            let input = DeviceInput::AddForm(NewForm {
+                id: FormId(form_num as u64),
+                provider: ProviderId(provider.provider_num as u32),
+                system_app: provider.system_app,
+                plan: Some(plan),
+                hidden,
+            });
+            device.apply(now, input, out)?;
+            extras
+                .deliveries
+                .push(delivery_for(&record, "add", &[], now));
+            extras.add_forms.push(record);
+            Ok(())
+        })
+        .await?;
+        Ok(form_id)
+    }
+
+    /// Loads a form and checks it belongs to `device_id` (anything else is "not found").
+    pub async fn form_of_device(
+        &self,
+        form_id: &str,
+        device_id: &str,
+    ) -> Result<FormRecord, EngineError> {
+        match self.store.get_form(form_id).await? {
+            Some(form) if form.device_id == device_id => Ok(form),
+            _ => Err(EngineError::NotFound("form_not_found")),
+        }
+    }
+
+    /// Loads a form and checks it belongs to `provider`.
+    pub async fn form_of_provider(
+        &self,
+        form_id: &str,
+        provider: &str,
+    ) -> Result<FormRecord, EngineError> {
+        match self.store.get_form(form_id).await? {
+            Some(form) if form.provider == provider => Ok(form),
+            _ => Err(EngineError::NotFound("form_not_found")),
+        }
+    }
+
+    /// F22: removes a form and tells the host.
+    pub async fn remove_form(&self, form: &FormRecord) -> Result<(), EngineError> {
+        self.with_device(&form.device_id, |device, now, out, extras| {
+            device.apply(
+                now,
+                DeviceInput::RemoveForm(FormId(form.form_num as u64)),
+                out,
+            )?;
+            extras.remove_forms.push(form.form_id.clone());
+            extras.events.push(NewEvent {
+                device_id: form.device_id.clone(),
+                kind: "form_removed".into(),
+                payload: json!({"form_id": form.form_id}).to_string(),
+                at: now.as_millis(),
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    /// F19–F21: the host shows or hides a form.
+    pub async fn set_visibility(
+        &self,
+        form: &FormRecord,
+        visible: bool,
+    ) -> Result<(), EngineError> {
+        let id = FormId(form.form_num as u64);
+        self.with_device(&form.device_id, |device, now, out, _| {
+            let input = if visible {
+                DeviceInput::Show(id)
+            } else {
+                DeviceInput::Hide(id)
+            };
+            device.apply(now, input, out)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// F13, F14: a provider asks for a refresh in `minutes`. Returns the due instant.
+    pub async fn set_next_refresh(
+        &self,
+        form: &FormRecord,
+        provider_num: i64,
+        minutes: i64,
+    ) -> Result<Instant, EngineError> {
+        self.with_device(&form.device_id, |device, now, out, _| {
+            let input = DeviceInput::SetNextRefresh {
+                form: FormId(form.form_num as u64),
+                caller: ProviderId(provider_num as u32),
+                minutes,
+            };
+            match device.apply(now, input, out)? {
+                refreshd_rules::Accepted::NextRefreshAt(at) => Ok(at),
+                refreshd_rules::Accepted::Done => {
+                    Err(EngineError::Rule(RuleError::InvalidNextRefresh { min: 5 }))
+                }
+            }
+        })
+        .await
+    }
+
+    /// F16: a network report. `since` is when the device went offline (for an
+    /// outage reported after it ended) or when it went offline now.
+    pub async fn report_network(
+        &self,
+        device_id: &str,
+        online: bool,
+        since: Option<Instant>,
+    ) -> Result<(), EngineError> {
+        self.with_device(device_id, |device, now, out, _| {
+            if let Some(since) = since {
+                if since > now {
+                    return Err(EngineError::invalid(
+                        "invalid_request",
+                        "\"since\" is in the future",
+                    ));
+                }
+            }
+            if online {
+                if let Some(since) = since {
+                    device.apply(since, DeviceInput::Offline, out)?;
+                }
+                device.apply(now, DeviceInput::Online, out)?;
+            } else {
+                device.apply(since.unwrap_or(now), DeviceInput::Offline, out)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// F23a: the device's zone changed.
+    pub async fn set_zone(&self, device_id: &str, zone: &str) -> Result<(), EngineError> {
+        let zone = jiff::tz::TimeZone::get(zone).map_err(|_| {
+            EngineError::invalid(
+                "invalid_zone",
+                format!("\"{zone}\" is not an IANA time zone"),
+            )
+        })?;
+        self.with_device(device_id, |device, now, out, _| {
+            device.apply(now, DeviceInput::SetZone(zone), out)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// F23a: a provider's new `form_config.json` (already checked and stored) or market
+    /// interval takes effect: every form of the provider is re-planned, and forms whose
+    /// definition disappeared are removed.
+    pub async fn replan_provider(&self, provider: &ProviderRecord) -> Result<(), EngineError> {
+        let definitions = Self::definitions(provider);
+        let forms = self.store.forms_of_provider(&provider.provider).await?;
+        let mut by_device: HashMap<String, Vec<FormRecord>> = HashMap::new();
+        for form in forms {
+            by_device
+                .entry(form.device_id.clone())
+                .or_default()
+                .push(form);
+        }
+        for (device_id, forms) in by_device {
+            self.with_device(&device_id, |device, now, out, extras| {
+                for form in &forms {
+                    let id = FormId(form.form_num as u64);
+                    match definitions.iter().find(|d| d.name == form.form_name) {
+                        Some(definition) => {
+                            let plan = Self::plan_for(provider, definition);
+                            let _ = device.apply(now, DeviceInput::Replan { form: id, plan }, out);
+                        }
+                        None => {
+                            let _ = device.apply(now, DeviceInput::RemoveForm(id), out);
+                            extras.remove_forms.push(form.form_id.clone());
+                            extras.events.push(NewEvent {
+                                device_id: form.device_id.clone(),
+                                kind: "form_removed".into(),
+                                payload: json!({"form_id": form.form_id}).to_string(),
+                                at: now.as_millis(),
+                            });
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A device's state, for explanations.
+    pub async fn device_state(&self, device_id: &str) -> Result<Device, EngineError> {
+        let record = self
+            .store
+            .get_device(device_id)
+            .await?
+            .ok_or(EngineError::NotFound("not_found"))?;
+        serde_json::from_str(&record.state).map_err(EngineError::corrupt)
+    }
+
+    // ---- apps and pairs -------------------------------------------------------------
+
+    pub async fn app(&self, appid: &str) -> Result<App, EngineError> {
+        let text = self
+            .store
+            .get_app(appid)
+            .await?
+            .ok_or(EngineError::NotFound("app_not_found"))?;
+        serde_json::from_str(&text).map_err(EngineError::corrupt)
+    }
+
+    /// Loads (or starts) a pair, lets `change` update it, and commits it.
+    pub(crate) async fn with_pair<T>(
+        &self,
+        app: &App,
+        user_id: &str,
+        change: impl FnOnce(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let appid = app.appid();
+        let _guard = self
+            .lock(SubjectKey::Pair {
+                appid: appid.to_string(),
+                user_id: user_id.to_string(),
+            })
+            .await;
+        let existing = self.store.get_pair(appid, user_id).await?;
+        let expected_version = existing.as_ref().map_or(0, |r| r.version);
+        let mut record = existing.unwrap_or_else(|| PairRecord {
+            appid: appid.to_string(),
+            user_id: user_id.to_string(),
+            ..PairRecord::default()
+        });
+        let mut pair: FetchPair = if record.state.is_empty() {
+            FetchPair::default()
+        } else {
+            serde_json::from_str(&record.state).map_err(EngineError::corrupt)?
+        };
+        let now = self.now();
+        let result = change(&mut pair, &mut record, now)?;
+        let next = if pair.is_in_flight() {
+            Some(now.plus_millis(self.settings.fetch_lease_ms))
+        } else {
+            pair.next_wakeup(now, app)
+        };
+        record.state = serde_json::to_string(&pair).map_err(EngineError::corrupt)?;
+        record.next_wake_at = next.map(Instant::as_millis);
+        self.store
+            .commit_pair(&PairCommit {
+                record,
+                expected_version,
+                log: None,
+            })
+            .await?;
+        self.plan(
+            SubjectKey::Pair {
+                appid: appid.to_string(),
+                user_id: user_id.to_string(),
+            },
+            next,
+        );
+        Ok(result)
+    }
+
+    /// P6: the user launched the app.
+    pub async fn launch(&self, appid: &str, user_id: &str) -> Result<(), EngineError> {
+        let app = self.app(appid).await?;
+        self.with_pair(&app, user_id, |pair, _, now| {
+            pair.launch(now);
+            Ok(())
+        })
+        .await
+    }
+
+    /// P5: the user's token, sealed at rest.
+    pub async fn set_token(
+        &self,
+        appid: &str,
+        user_id: &str,
+        token: &str,
+    ) -> Result<(), EngineError> {
+        refreshd_rules::periodic::validate_token(token)?;
+        let app = self.app(appid).await?;
+        let sealed = self.sealer.seal(token);
+        self.with_pair(&app, user_id, |pair, record, _| {
+            pair.token_set();
+            record.token_sealed = Some(sealed);
+            Ok(())
+        })
+        .await
+    }
+
+    /// P3, P10: after an app's setting changed, every pair's next fetch is planned again.
+    pub async fn replan_app(&self, app: &App) -> Result<(), EngineError> {
+        for record in self.store.all_pairs_of_app(app.appid()).await? {
+            self.with_pair(app, &record.user_id, |_, _, _| Ok(()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Orders a due fetch of a pair, if the rules say one is due.
+    pub(crate) async fn order_due_fetch(
+        &self,
+        appid: &str,
+        user_id: &str,
+    ) -> Result<Option<FetchOrder>, EngineError> {
+        let app = match self.app(appid).await {
+            Ok(app) => app,
+            Err(EngineError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let running = self
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(appid.to_string(), user_id.to_string()));
+        self.with_pair(&app, user_id, |pair, _, now| {
+            if pair.is_in_flight() {
+                if running {
+                    return Ok(None);
+                }
+                // Ordered before a crash and never recorded: order it again (T5).
+                pair.abandon_in_flight();
+            }
+            Ok(pair.wake(now, &app, user_id))
+        })
+        .await
+    }
+}
+
+/// A delivery row for a refresh decision: the body is fixed now, so every retry sends
+/// the same bytes under the same id.
+fn delivery_for(form: &FormRecord, trigger: &str, deferred: &[&str], now: Instant) -> NewDelivery {
+    let body = json!({
+        "form_id": form.form_id,
+        "form_name": form.form_name,
+        "trigger": trigger,
+        "deferred": deferred,
+    });
+    NewDelivery {
+        delivery_id: new_id("dlv_"),
+        form_id: form.form_id.clone(),
+        device_id: form.device_id.clone(),
+        provider: form.provider.clone(),
+        body: body.to_string(),
+        next_attempt_at: now.as_millis(),
+        created_at: now.as_millis(),
+    }
+}
+
+/// A decision in words, for the explain endpoint.
+pub fn describe_decision(decision: &FormDecision) -> String {
+    match *decision {
+        FormDecision::Refresh {
+            trigger,
+            counted,
+            deferred,
+            ..
+        } => {
+            let mut text = format!(
+                "refresh {trigger}{}",
+                if counted { " (counted)" } else { "" }
+            );
+            if !deferred.is_empty() {
+                let kinds: Vec<&str> = deferred.iter().map(Trigger::as_str).collect();
+                text.push_str(&format!(" for deferred {}", kinds.join(", ")));
+            }
+            text
+        }
+        FormDecision::Deferred { kind, .. } => format!("deferred {kind} while hidden"),
+        FormDecision::Skipped { kind, reason, .. } => {
+            format!("skipped {kind}: {}", reason.as_str())
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! refreshd's engine: the only part that reads a clock or sleeps.
+//!
+//! It keeps a due-index of subjects (devices, user-app pairs) by next wake-up, wakes the
+//! earliest, loads its state, runs the rules, and commits the new state with every
+//! decision it caused in one transaction *before* carrying anything out. Deliveries are
+//! rows in that commit, sent by a worker with retries under a stable id; fetch orders
+//! are marked in the pair's state with a lease, so a crash re-orders them once (T5).
+//!
+//! * [`clock`] — system time, time-warp, and a manual clock for tests;
+//! * [`engine::Engine`] — subjects, inputs, commits;
+//! * [`run`] — the wake-up loop, fetch execution, the delivery worker;
+//! * [`secrets`] — API keys, sealed tokens, delivery signatures.
+
+pub mod clock;
+pub mod due;
+pub mod engine;
+pub mod error;
+pub mod run;
+pub mod secrets;
+
+pub use clock::{Clock, ManualClock, SystemClock, WarpClock};
+pub use engine::{Engine, EngineSettings};
+pub use error::EngineError;
+pub use run::FetchReport;

@@ -1,0 +1,382 @@
+//! The engine's loops: waking due subjects, carrying out fetches and deliveries.
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::secrets::sign_delivery;
+use refreshd_fetch::{fetch_periodic, FetchFailure, Outbound};
+use refreshd_rules::periodic::{
+    fetch_jitter_ms, fetch_url, FetchCache, FetchOrder, FetchOutcome, Source,
+};
+use refreshd_rules::Instant;
+use refreshd_store::{
+    DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, NewEvent, PairCommit, SubjectKey,
+};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::Method;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// Delays before the second, third and fourth attempt of a delivery (api.md).
+pub const DELIVERY_RETRY_MS: [i64; 3] = [5_000, 30_000, 120_000];
+/// The longest wait between looks at the due-index when nothing is planned.
+const IDLE_WAIT_MS: i64 = 60_000;
+
+/// What a fetch returns to its caller (`fetch-now` answers with it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchReport {
+    pub outcome: FetchOutcome,
+    pub http_status: Option<u16>,
+    pub time_stamp: Option<i64>,
+}
+
+impl Engine {
+    /// Wakes due subjects until `shutdown` turns true. A subject that fails is logged
+    /// and planned again shortly; one bad subject never stops the loop.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let now = self.now();
+            for (due_at, subject) in self.take_due(now) {
+                let result = match &subject {
+                    SubjectKey::Device(id) => self.wake_device(id, due_at).await,
+                    SubjectKey::Pair { appid, user_id } => {
+                        self.clone().wake_pair(appid, user_id).await
+                    }
+                };
+                if let Err(error) = result {
+                    tracing::warn!(?subject, %error, "waking a subject failed; trying again in a minute");
+                    self.plan(subject, Some(self.now().plus_millis(IDLE_WAIT_MS)));
+                }
+            }
+            let wake_at = self.earliest_due().unwrap_or(now.plus_millis(IDLE_WAIT_MS));
+            tokio::select! {
+                _ = self.clock.sleep_until(wake_at) => {}
+                _ = self.due_changed.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn wake_pair(self: Arc<Self>, appid: &str, user_id: &str) -> Result<(), EngineError> {
+        if let Some(order) = self.order_due_fetch(appid, user_id).await? {
+            let engine = self.clone();
+            let (appid, user_id) = (appid.to_string(), user_id.to_string());
+            tokio::spawn(async move {
+                if let Err(error) = engine.execute_fetch(&appid, &user_id, order).await {
+                    tracing::warn!(%appid, %error, "a periodic fetch could not be recorded");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// P11: fetches now and answers when the fetch is recorded.
+    pub async fn fetch_now(&self, appid: &str, user_id: &str) -> Result<FetchReport, EngineError> {
+        let app = self.app(appid).await?;
+        let order = self
+            .with_pair(&app, user_id, |pair, _, _| {
+                Ok(pair.fetch_now(&app, user_id)?)
+            })
+            .await?;
+        self.execute_fetch(appid, user_id, order).await
+    }
+
+    /// Carries out an ordered fetch and records its outcome (P8, P9, P13, P14).
+    pub(crate) async fn execute_fetch(
+        &self,
+        appid: &str,
+        user_id: &str,
+        order: FetchOrder,
+    ) -> Result<FetchReport, EngineError> {
+        let key = (appid.to_string(), user_id.to_string());
+        self.fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        let report = self.fetch_and_record(appid, user_id, order).await;
+        self.fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        report
+    }
+
+    async fn fetch_and_record(
+        &self,
+        appid: &str,
+        user_id: &str,
+        order: FetchOrder,
+    ) -> Result<FetchReport, EngineError> {
+        let app = self.app(appid).await?;
+        let record = self
+            .store
+            .get_pair(appid, user_id)
+            .await?
+            .unwrap_or_default();
+        let token = match &record.token_sealed {
+            Some(sealed) => self.sealer.open(sealed).map_err(EngineError::corrupt)?,
+            None => String::new(),
+        };
+        let base = match &order.target.source {
+            Source::Url(url) => Some(url.clone()),
+            Source::Cloud { env, function } => self
+                .settings
+                .cloud_envs
+                .get(env)
+                .map(|base| format!("{}/{function}", base.trim_end_matches('/'))),
+        };
+        let sent_at = self.now();
+        let cache = FetchCache {
+            data: record.cached_data.clone(),
+            time_stamp_ms: record.cached_at,
+            etag: record
+                .etag
+                .clone()
+                .zip(record.etag_url.clone())
+                .map(|(e, u)| (u, e)),
+        };
+        let started = std::time::Instant::now();
+        let result = match &base {
+            Some(base) => {
+                let url = fetch_url(base, app.appid(), &token, sent_at.as_millis());
+                let wall = UNIX_EPOCH + Duration::from_millis(sent_at.as_millis().max(0) as u64);
+                fetch_periodic(&self.fetcher, &url, cache.if_none_match(base), wall).await
+            }
+            // A cloud environment missing from the configuration cannot be reached.
+            None => refreshd_fetch::FetchResult {
+                outcome: FetchOutcome::Connect,
+                http_status: None,
+                body: None,
+                etag: None,
+                retry_after: None,
+                bytes: 0,
+            },
+        };
+        let elapsed = started.elapsed();
+        metrics::counter!("refreshd_fetches_total", "outcome" => result.outcome.as_str())
+            .increment(1);
+        metrics::histogram!("refreshd_fetch_seconds").record(elapsed.as_secs_f64());
+        let completed = self.now();
+        let jitter = fetch_jitter_ms(app.appid(), user_id, self.settings.fetch_jitter_minutes);
+        let retry_after_ms = result.retry_after.map(|d| d.as_millis() as i64);
+        let report = FetchReport {
+            outcome: result.outcome,
+            http_status: result.http_status,
+            time_stamp: None,
+        };
+        let gray = order.target.gray;
+        let log = FetchLogEntry {
+            at: sent_at.as_millis(),
+            gray,
+            outcome: result.outcome.as_str().to_string(),
+            http_status: result.http_status.map(i64::from),
+            bytes: result.bytes as i64,
+            duration_ms: elapsed.as_millis() as i64,
+        };
+        // Record under the pair's lock, on its current version.
+        let _guard = self
+            .lock(SubjectKey::Pair {
+                appid: appid.to_string(),
+                user_id: user_id.to_string(),
+            })
+            .await;
+        let mut record = self
+            .store
+            .get_pair(appid, user_id)
+            .await?
+            .unwrap_or_default();
+        let mut pair: refreshd_rules::periodic::FetchPair =
+            serde_json::from_str(&record.state).map_err(EngineError::corrupt)?;
+        pair.record_outcome(completed, result.outcome, retry_after_ms, jitter);
+        let mut cache = FetchCache {
+            data: record.cached_data.take(),
+            time_stamp_ms: record.cached_at,
+            etag: record
+                .etag
+                .take()
+                .zip(record.etag_url.take())
+                .map(|(e, u)| (u, e)),
+        };
+        cache.apply(
+            result.outcome,
+            base.as_deref().unwrap_or_default(),
+            result.body.unwrap_or_default(),
+            result.etag,
+            completed.as_millis(),
+        );
+        record.cached_data = cache.data;
+        record.cached_at = cache.time_stamp_ms;
+        (record.etag_url, record.etag) = match cache.etag {
+            Some((url, etag)) => (Some(url), Some(etag)),
+            None => (None, None),
+        };
+        let next = pair.next_wakeup(completed, &app);
+        record.state = serde_json::to_string(&pair).map_err(EngineError::corrupt)?;
+        record.next_wake_at = next.map(Instant::as_millis);
+        let expected_version = record.version;
+        let time_stamp = record.cached_at;
+        self.store
+            .commit_pair(&PairCommit {
+                record,
+                expected_version,
+                log: Some(log),
+            })
+            .await?;
+        self.plan(
+            SubjectKey::Pair {
+                appid: appid.to_string(),
+                user_id: user_id.to_string(),
+            },
+            next,
+        );
+        Ok(FetchReport {
+            time_stamp,
+            ..report
+        })
+    }
+
+    /// Sends due deliveries until `shutdown` turns true.
+    pub async fn run_deliveries(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let now = self.now();
+            match self.store.due_deliveries(now.as_millis(), 64).await {
+                Ok(due) => {
+                    let sends = due.into_iter().map(|d| {
+                        let engine = self.clone();
+                        tokio::spawn(async move { engine.deliver(d).await })
+                    });
+                    for send in sends.collect::<Vec<_>>() {
+                        let _ = send.await;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "reading due deliveries failed"),
+            }
+            tokio::select! {
+                _ = self.clock.sleep_until(now.plus_millis(1_000)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.deliveries_waiting.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// One delivery attempt (F20; api.md): a signed POST; a 2xx JSON answer becomes
+    /// the form's data; failures retry under the same delivery id.
+    async fn deliver(&self, delivery: DeliveryRecord) {
+        let attempts = delivery.attempts + 1;
+        let outcome = self.send_delivery(&delivery).await;
+        let now = self.now();
+        let finish = match outcome {
+            Ok(data) => {
+                let data = data.map(|data| {
+                    let trigger = serde_json::from_str::<serde_json::Value>(&delivery.body)
+                        .ok()
+                        .and_then(|b| b["trigger"].as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    let updated_at = now.to_timestamp().map(|t| t.to_string()).unwrap_or_default();
+                    let payload = json!({
+                        "form_id": delivery.form_id,
+                        "data": serde_json::from_str::<serde_json::Value>(&data).unwrap_or(serde_json::Value::Null),
+                        "updated_at": updated_at,
+                        "trigger": trigger,
+                    });
+                    (
+                        FormData { form_id: delivery.form_id.clone(), data, updated_at: now.as_millis(), trigger },
+                        NewEvent { device_id: delivery.device_id.clone(), kind: "form_data".into(), payload: payload.to_string(), at: now.as_millis() },
+                    )
+                });
+                DeliveryFinish::Done { data, attempts }
+            }
+            Err(reason) => {
+                tracing::info!(delivery_id = %delivery.delivery_id, attempts, reason, "delivery failed");
+                match DELIVERY_RETRY_MS.get(attempts as usize - 1) {
+                    Some(delay) => DeliveryFinish::Retry {
+                        attempts,
+                        next_attempt_at: now.as_millis() + delay,
+                    },
+                    None => DeliveryFinish::GiveUp { attempts },
+                }
+            }
+        };
+        let outcome_label = match &finish {
+            DeliveryFinish::Done { .. } => "delivered",
+            DeliveryFinish::Retry { .. } => "retry",
+            DeliveryFinish::GiveUp { .. } => "given_up",
+        };
+        metrics::counter!("refreshd_deliveries_total", "outcome" => outcome_label).increment(1);
+        let has_data = matches!(&finish, DeliveryFinish::Done { data: Some(_), .. });
+        match self
+            .store
+            .finish_delivery(&delivery.delivery_id, &finish)
+            .await
+        {
+            Ok(()) if has_data => self.announce_events(&delivery.device_id),
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(%error, "recording a delivery failed; it will be sent again under the same id")
+            }
+        }
+    }
+
+    /// Sends one delivery; `Ok(Some(json))` when the provider answered with data.
+    async fn send_delivery(
+        &self,
+        delivery: &DeliveryRecord,
+    ) -> Result<Option<String>, &'static str> {
+        let provider = self
+            .store
+            .get_provider(&delivery.provider)
+            .await
+            .map_err(|_| "store")?
+            .ok_or("provider gone")?;
+        let unix_seconds = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let signature = sign_delivery(&provider.signing_secret, unix_seconds, &delivery.body);
+        let headers = vec![
+            (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                HeaderName::from_static("refreshd-delivery-id"),
+                HeaderValue::from_str(&delivery.delivery_id).map_err(|_| "id")?,
+            ),
+            (
+                HeaderName::from_static("refreshd-signature"),
+                HeaderValue::from_str(&signature).map_err(|_| "signature")?,
+            ),
+        ];
+        let response = self
+            .fetcher
+            .send(Outbound {
+                method: Method::POST,
+                url: &provider.refresh_url,
+                headers,
+                body: Some(delivery.body.clone().into_bytes()),
+            })
+            .await
+            .map_err(|failure| match failure {
+                FetchFailure::Timeout => "timeout",
+                FetchFailure::TooLarge { .. } => "too_large",
+                FetchFailure::Blocked(_) | FetchFailure::PlainHttpNotTrusted => "blocked",
+                FetchFailure::InvalidUrl(_) => "invalid_url",
+                FetchFailure::Connect => "connect",
+                FetchFailure::InvalidResponse => "invalid_response",
+            })?;
+        if !(200..300).contains(&response.status) {
+            return Err("http_status");
+        }
+        if response.status == 204 || response.body.is_empty() {
+            return Ok(None);
+        }
+        let text = String::from_utf8(response.body).map_err(|_| "not_utf8")?;
+        serde_json::from_str::<serde_json::Value>(&text).map_err(|_| "not_json")?;
+        Ok(Some(text))
+    }
+}

@@ -1,0 +1,122 @@
+-- API keys, stored only as SHA-256 hashes of the key text.
+CREATE TABLE api_keys (
+    key_hash    BLOB PRIMARY KEY,
+    kind        TEXT NOT NULL,          -- operator | app | provider | device
+    principal   TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE INDEX api_keys_principal ON api_keys(kind, principal);
+
+CREATE TABLE apps (
+    appid       TEXT PRIMARY KEY,
+    app         TEXT NOT NULL           -- the rules' App as JSON
+);
+
+CREATE TABLE providers (
+    provider        TEXT PRIMARY KEY,
+    provider_num    INTEGER NOT NULL UNIQUE,
+    refresh_url     TEXT NOT NULL,
+    system_app      INTEGER NOT NULL,
+    api_version     INTEGER NOT NULL,
+    market_update_duration INTEGER,
+    signing_secret  TEXT NOT NULL,
+    form_config     TEXT                -- the last accepted form_config.json
+);
+
+-- One row a device: the rules' Device as JSON, and when it next needs waking.
+CREATE TABLE devices (
+    device_id       TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    next_wake_at    INTEGER
+);
+CREATE INDEX devices_due ON devices(next_wake_at) WHERE next_wake_at IS NOT NULL;
+
+CREATE TABLE forms (
+    form_id     TEXT PRIMARY KEY,
+    form_num    INTEGER NOT NULL UNIQUE,
+    device_id   TEXT NOT NULL REFERENCES devices(device_id),
+    provider    TEXT NOT NULL REFERENCES providers(provider),
+    form_name   TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX forms_device ON forms(device_id);
+CREATE INDEX forms_provider ON forms(provider);
+
+CREATE TABLE form_data (
+    form_id     TEXT PRIMARY KEY,
+    data        TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    trigger     TEXT NOT NULL
+);
+
+-- Recent decisions per form, for explanations.
+CREATE TABLE form_decisions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    form_id     TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    decision    TEXT NOT NULL,
+    rule        TEXT NOT NULL
+);
+CREATE INDEX form_decisions_form ON form_decisions(form_id, id);
+
+-- Refresh deliveries to providers. Written in the same transaction as the decision.
+CREATE TABLE deliveries (
+    delivery_id     TEXT PRIMARY KEY,
+    form_id         TEXT NOT NULL,
+    device_id       TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER,            -- NULL once done or given up
+    state           TEXT NOT NULL,      -- pending | done | failed
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+
+-- Events for hosts (SSE), replayable by id.
+CREATE TABLE events (
+    event_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id   TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    at          INTEGER NOT NULL
+);
+CREATE INDEX events_device ON events(device_id, event_id);
+
+-- One row per user and app: the rules' FetchPair, the encrypted token and the cache.
+CREATE TABLE fetch_pairs (
+    appid           TEXT NOT NULL,
+    user_id         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    next_wake_at    INTEGER,
+    token_sealed    BLOB,
+    cached_data     TEXT,
+    cached_at       INTEGER,
+    etag            TEXT,
+    etag_url        TEXT,
+    PRIMARY KEY (appid, user_id)
+);
+CREATE INDEX fetch_pairs_due ON fetch_pairs(next_wake_at) WHERE next_wake_at IS NOT NULL;
+
+CREATE TABLE fetch_log (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    appid       TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    gray        INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    http_status INTEGER,
+    bytes       INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX fetch_log_pair ON fetch_log(appid, user_id, id);
+
+-- Monotonic counters (form numbers are never reused: F22).
+CREATE TABLE counters (
+    name    TEXT PRIMARY KEY,
+    value   INTEGER NOT NULL
+);

@@ -1,0 +1,127 @@
+//! refreshd's storage.
+//!
+//! One trait, [`Store`], over what the engine and the API keep: keys, apps, providers,
+//! devices (with their rules state), forms and their data, deliveries, host events, and
+//! per-user fetch state with its cache and log. The store knows SQL and nothing about
+//! the rules: subject state arrives as serialized text and leaves the same way.
+//!
+//! Every change to a subject and everything it causes (deliveries, events, decision
+//! notes) is written by one call in one transaction, guarded by the subject's version,
+//! so a crash loses nothing committed and two writers never both win.
+
+mod records;
+mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row already exists (a unique id was taken).
+    #[error("already exists")]
+    Exists,
+    /// The subject changed since it was loaded; load it again and retry.
+    #[error("the subject was changed by someone else")]
+    Conflict,
+    /// A referenced row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The database could not be reached or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Exists,
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            _ => StoreError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything refreshd keeps. Implemented by [`SqliteStore`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database is reachable.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---- keys
+    async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()>;
+    /// The live key with this hash.
+    async fn find_key(&self, key_hash: &[u8]) -> StoreResult<Option<KeyRecord>>;
+    /// Revokes every live key of a principal and inserts its new one, atomically.
+    async fn rotate_key(&self, new_key: &KeyRecord, now: i64) -> StoreResult<()>;
+
+    // ---- apps
+    async fn insert_app(&self, appid: &str, app: &str) -> StoreResult<()>;
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<String>>;
+    async fn put_app(&self, appid: &str, app: &str) -> StoreResult<()>;
+
+    // ---- providers
+    /// Inserts a provider, choosing its number.
+    async fn insert_provider(&self, provider: &NewProvider) -> StoreResult<ProviderRecord>;
+    async fn get_provider(&self, provider: &str) -> StoreResult<Option<ProviderRecord>>;
+    async fn update_provider(&self, provider: &ProviderRecord) -> StoreResult<()>;
+    async fn provider_by_num(&self, provider_num: i64) -> StoreResult<Option<ProviderRecord>>;
+
+    // ---- devices and forms
+    async fn insert_device(
+        &self,
+        device: &DeviceRecord,
+        next_wake_at: Option<i64>,
+    ) -> StoreResult<()>;
+    async fn get_device(&self, device_id: &str) -> StoreResult<Option<DeviceRecord>>;
+    /// Writes a device's new state and everything it caused, if its version is still
+    /// `commit.expected_version`.
+    async fn commit_device(&self, commit: &DeviceCommit) -> StoreResult<()>;
+    async fn get_form(&self, form_id: &str) -> StoreResult<Option<FormRecord>>;
+    async fn form_by_num(&self, form_num: i64) -> StoreResult<Option<FormRecord>>;
+    async fn forms_of_provider(&self, provider: &str) -> StoreResult<Vec<FormRecord>>;
+    async fn forms_of_device(&self, device_id: &str) -> StoreResult<Vec<FormRecord>>;
+    async fn next_form_num(&self) -> StoreResult<i64>;
+    async fn get_form_data(&self, form_id: &str) -> StoreResult<Option<FormData>>;
+    /// Stores a form's new data and the host event announcing it, together.
+    async fn put_form_data(&self, data: &FormData, event: &NewEvent) -> StoreResult<i64>;
+    async fn recent_decisions(&self, form_id: &str, limit: i64) -> StoreResult<Vec<DecisionNote>>;
+
+    // ---- deliveries
+    async fn due_deliveries(&self, now: i64, limit: i64) -> StoreResult<Vec<DeliveryRecord>>;
+    async fn finish_delivery(&self, delivery_id: &str, finish: &DeliveryFinish) -> StoreResult<()>;
+
+    // ---- host events
+    async fn events_after(
+        &self,
+        device_id: &str,
+        after_event_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>>;
+
+    // ---- periodic fetch
+    async fn get_pair(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>>;
+    /// Inserts (`expected_version` 0) or updates a pair, with an optional log entry.
+    async fn commit_pair(&self, commit: &PairCommit) -> StoreResult<()>;
+    async fn fetch_log(
+        &self,
+        appid: &str,
+        user_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<FetchLogEntry>>;
+
+    // ---- scheduling
+    /// Every subject with a planned wake-up: the engine's due-index is built from this.
+    async fn planned_wakeups(&self) -> StoreResult<Vec<(SubjectKey, i64)>>;
+    /// Pairs whose state says a fetch was ordered; used to recover after a crash.
+    async fn all_pairs_of_app(&self, appid: &str) -> StoreResult<Vec<PairRecord>>;
+
+    // ---- retention
+    /// Deletes finished deliveries and events older than `before`.
+    async fn prune(&self, before: i64) -> StoreResult<()>;
+}

@@ -1,0 +1,208 @@
+//! The rows the store reads and writes. Instants are epoch milliseconds.
+
+/// Which kind of principal a key belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    Operator,
+    App,
+    Provider,
+    Device,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Operator => "operator",
+            KeyKind::App => "app",
+            KeyKind::Provider => "provider",
+            KeyKind::Device => "device",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "operator" => KeyKind::Operator,
+            "app" => KeyKind::App,
+            "provider" => KeyKind::Provider,
+            "device" => KeyKind::Device,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key_hash: Vec<u8>,
+    pub kind: KeyKind,
+    pub principal: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewProvider {
+    pub provider: String,
+    pub refresh_url: String,
+    pub system_app: bool,
+    pub api_version: i64,
+    pub signing_secret: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderRecord {
+    pub provider: String,
+    pub provider_num: i64,
+    pub refresh_url: String,
+    pub system_app: bool,
+    pub api_version: i64,
+    pub market_update_duration: Option<i64>,
+    pub signing_secret: String,
+    pub form_config: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub device_id: String,
+    pub user_id: String,
+    /// The rules' device state, serialized.
+    pub state: String,
+    pub version: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormRecord {
+    pub form_id: String,
+    pub form_num: i64,
+    pub device_id: String,
+    pub provider: String,
+    pub form_name: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormData {
+    pub form_id: String,
+    /// JSON text.
+    pub data: String,
+    pub updated_at: i64,
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub device_id: String,
+    pub kind: String,
+    /// JSON text.
+    pub payload: String,
+    pub at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub event_id: i64,
+    pub kind: String,
+    pub payload: String,
+    pub at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionNote {
+    pub form_id: String,
+    pub at: i64,
+    pub decision: String,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub delivery_id: String,
+    pub form_id: String,
+    pub device_id: String,
+    pub provider: String,
+    /// The JSON body sent to the provider; fixed at decision time so retries repeat it.
+    pub body: String,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub delivery_id: String,
+    pub form_id: String,
+    pub device_id: String,
+    pub provider: String,
+    pub body: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+}
+
+/// How a delivery attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryFinish {
+    /// Delivered; the provider's answer, if it carried data, becomes the form's data.
+    Done {
+        data: Option<(FormData, NewEvent)>,
+        attempts: i64,
+    },
+    Retry {
+        attempts: i64,
+        next_attempt_at: i64,
+    },
+    GiveUp {
+        attempts: i64,
+    },
+}
+
+/// A change to a device, written atomically.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCommit {
+    pub device_id: String,
+    pub expected_version: i64,
+    pub state: String,
+    pub next_wake_at: Option<i64>,
+    pub add_forms: Vec<FormRecord>,
+    pub remove_forms: Vec<String>,
+    pub deliveries: Vec<NewDelivery>,
+    pub events: Vec<NewEvent>,
+    pub decisions: Vec<DecisionNote>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PairRecord {
+    pub appid: String,
+    pub user_id: String,
+    pub state: String,
+    pub version: i64,
+    pub next_wake_at: Option<i64>,
+    pub token_sealed: Option<Vec<u8>>,
+    pub cached_data: Option<String>,
+    pub cached_at: Option<i64>,
+    pub etag: Option<String>,
+    pub etag_url: Option<String>,
+}
+
+/// A whole pair row to write (version 0 inserts), and optionally a log entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PairCommit {
+    pub record: PairRecord,
+    pub expected_version: i64,
+    pub log: Option<FetchLogEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchLogEntry {
+    pub at: i64,
+    pub gray: bool,
+    pub outcome: String,
+    pub http_status: Option<i64>,
+    pub bytes: i64,
+    pub duration_ms: i64,
+}
+
+/// A subject the engine wakes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SubjectKey {
+    Device(String),
+    Pair { appid: String, user_id: String },
+}
+
+/// Attempts kept in the fetch log per user and app.
+pub const FETCH_LOG_KEPT: i64 = 100;
