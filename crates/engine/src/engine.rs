@@ -120,6 +120,11 @@ impl Engine {
         self.host_events.subscribe()
     }
 
+    /// Tells SSE streams that `device_id` has new events in the store.
+    pub fn announce(&self, device_id: &str) {
+        self.announce_events(device_id);
+    }
+
     pub(crate) fn announce_events(&self, device_id: &str) {
         let _ = self.host_events.send(device_id.to_string());
     }

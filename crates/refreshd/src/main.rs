@@ -2,6 +2,7 @@
 
 mod bench;
 mod lint;
+mod serve;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,6 +41,8 @@ enum LintFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: the HTTP API, the engine and the fetcher, on the embedded store.
+    Serve(serve::ServeArgs),
     /// Run a scenario through the rules with a virtual clock.
     Simulate {
         scenario: PathBuf,
@@ -136,5 +139,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { which } => bench::run(which),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,0 +1,93 @@
+//! Authentication: `Authorization: Bearer <key>`, checked before a body is read.
+//! Keys are looked up by their hash and the hash compared in constant time; the kind
+//! named by the key's prefix must match the kind stored with it.
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use refreshd_engine::secrets::{hash_key, kind_of_key};
+use refreshd_store::KeyKind;
+use std::num::NonZeroU32;
+use subtle::ConstantTimeEq;
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub kind: KeyKind,
+    /// The app id, provider name, device id, or "operator".
+    pub id: String,
+    pub key_hash: Vec<u8>,
+}
+
+impl Principal {
+    /// Rejects callers of another kind with 401, as api.md says for a wrong kind of key.
+    pub fn require(&self, kind: KeyKind) -> Result<&str, ApiError> {
+        if self.kind == kind {
+            Ok(&self.id)
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// Requests per second and burst for each key.
+pub fn rate_limiter(per_second: u32, burst: u32) -> DefaultKeyedRateLimiter<Vec<u8>> {
+    let per_second = NonZeroU32::new(per_second.max(1)).expect("at least one");
+    let burst = NonZeroU32::new(burst.max(1)).expect("at least one");
+    RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+}
+
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let key = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(ApiError::unauthorized)?;
+    let claimed_kind = kind_of_key(key).ok_or_else(ApiError::unauthorized)?;
+    let key_hash = hash_key(key);
+    let record = state
+        .engine
+        .store()
+        .find_key(&key_hash)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store is unavailable",
+            )
+        })?
+        .ok_or_else(ApiError::unauthorized)?;
+    let same_hash: bool = record.key_hash.ct_eq(&key_hash).into();
+    if !same_hash || record.kind != claimed_kind {
+        return Err(ApiError::unauthorized());
+    }
+    if let Err(not_until) = state.rate_limiter.check_key(&key_hash) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let mut error = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests for this key",
+        );
+        error.retry_after_seconds = Some(wait.as_secs_f64().ceil() as i64);
+        return Err(error);
+    }
+    request.extensions_mut().insert(Principal {
+        kind: record.kind,
+        id: record.principal,
+        key_hash,
+    });
+    Ok(next.run(request).await)
+}

@@ -1,0 +1,60 @@
+//! Device settings: network reports (F16) and time zone (F23a).
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Extension;
+use refreshd_rules::Instant;
+use refreshd_store::KeyKind;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkBody {
+    online: bool,
+    #[serde(default)]
+    since: Option<String>,
+}
+
+/// F16: a device reports an outage after it ends, so `since` says when it went offline.
+pub async fn report_network(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Body(body): Body<NetworkBody>,
+) -> ApiResult<StatusCode> {
+    let device_id = caller.require(KeyKind::Device)?;
+    let since = match body.since {
+        None => None,
+        Some(text) => {
+            let ts: jiff::Timestamp = text
+                .parse()
+                .map_err(|_| ApiError::invalid_request("since must be an RFC 3339 instant"))?;
+            Some(Instant::from_timestamp(ts))
+        }
+    };
+    state
+        .engine
+        .report_network(device_id, body.online, since)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneBody {
+    zone: String,
+}
+
+/// F23a.
+pub async fn set_zone(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Body(body): Body<ZoneBody>,
+) -> ApiResult<StatusCode> {
+    let device_id = caller.require(KeyKind::Device)?;
+    state.engine.set_zone(device_id, &body.zone).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

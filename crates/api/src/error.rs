@@ -1,0 +1,137 @@
+//! The error shape of api.md: `{"error": {"code", "message", "details": [...]}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use refreshd_engine::EngineError;
+use refreshd_rules::form_config::{ConfigIssue, Severity};
+use refreshd_rules::RuleError;
+use refreshd_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<serde_json::Value>,
+    pub retry_after_seconds: Option<i64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after_seconds: None,
+        }
+    }
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid key of the right kind is required",
+        )
+    }
+    pub fn not_found(code: &'static str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, "no such object")
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+}
+
+/// A config issue as an error detail or a warning (api.md item shape).
+pub fn issue_json(issue: &ConfigIssue) -> serde_json::Value {
+    json!({
+        "path": issue.path,
+        "code": issue.code,
+        "message": issue.message,
+        "hint": issue.hint,
+        "rule": issue.rule,
+        "severity": match issue.severity { Severity::Error => "error", Severity::Warning => "warning" },
+    })
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Rule(rule) => rule_error(rule),
+            EngineError::NotFound(code) => ApiError::not_found(code),
+            EngineError::Invalid {
+                code,
+                message,
+                details,
+            } => ApiError {
+                details: details.iter().map(issue_json).collect(),
+                ..ApiError::new(StatusCode::BAD_REQUEST, code, message)
+            },
+            EngineError::Exists(code) => {
+                ApiError::new(StatusCode::CONFLICT, code, "already exists")
+            }
+            EngineError::Store(StoreError::NotFound) => ApiError::not_found("not_found"),
+            EngineError::Store(StoreError::Exists) => {
+                ApiError::new(StatusCode::CONFLICT, "exists", "already exists")
+            }
+            EngineError::Store(error) => {
+                tracing::warn!(%error, "store error");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store is unavailable; try again",
+                )
+            }
+            EngineError::Corrupt(error) => {
+                tracing::error!(%error, "stored state unreadable");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "stored state could not be read",
+                )
+            }
+        }
+    }
+}
+
+fn rule_error(rule: RuleError) -> ApiError {
+    let message = rule.to_string();
+    let status = match &rule {
+        RuleError::FormNotFound | RuleError::AppNotFound => StatusCode::NOT_FOUND,
+        // F13: another provider's form is reported as not existing.
+        RuleError::NotFormOwner => return ApiError::not_found("form_not_found"),
+        RuleError::QuotaExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+        RuleError::FormExists
+        | RuleError::ProxyEnabled
+        | RuleError::PeriodicDisabled
+        | RuleError::TokenNotSet
+        | RuleError::GrayCannotRetract
+        | RuleError::TooManyForms { .. } => StatusCode::CONFLICT,
+        RuleError::InvalidNextRefresh { .. }
+        | RuleError::InvalidConfig
+        | RuleError::InvalidToken
+        | RuleError::GrayUrlNotSet
+        | RuleError::SourceNotAllowed(_)
+        | RuleError::InvalidGrayPercent => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, rule.code(), message)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,379 @@
+//! `refreshd serve`: the service, with zero setup.
+//!
+//! Settings come from flags, then `REFRESHD_*` environment variables (clap reads both,
+//! flags first), then a TOML file (`--config`), then defaults. Secrets (the operator key
+//! and the token-sealing key) come only from the environment or from files refreshd
+//! generates in the data directory with mode 0600.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use refreshd_engine::secrets::{hash_key, new_api_key, random_bytes, SecretKey, TokenSealer};
+use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock, WarpClock};
+use refreshd_fetch::{DestinationPolicy, FetchLimits, Fetcher};
+use refreshd_rules::device::DeviceSettings;
+use refreshd_store::{KeyKind, KeyRecord, SqliteStore, Store};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// A TOML file with any of these settings (lowest precedence after defaults).
+    #[arg(long, env = "REFRESHD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the SQLite file and generated keys live [default: ./refreshd-data].
+    #[arg(long, env = "REFRESHD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// API address [default: 127.0.0.1:8080].
+    #[arg(long, env = "REFRESHD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Prometheus metrics address [default: 127.0.0.1:9464].
+    #[arg(long, env = "REFRESHD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Trusted destination range (repeatable): may be private or loopback, and may be
+    /// reached over plain http://.
+    #[arg(
+        long = "allow-destination",
+        env = "REFRESHD_ALLOW_DESTINATION",
+        value_delimiter = ','
+    )]
+    allow_destination: Vec<String>,
+    /// Run the clock this many times faster than real time (demos, tests).
+    #[arg(long, env = "REFRESHD_TIME_WARP")]
+    time_warp: Option<f64>,
+    /// The instant the warped clock starts from (RFC 3339); nodes must agree on it.
+    #[arg(long, env = "REFRESHD_TIME_WARP_EPOCH")]
+    time_warp_epoch: Option<String>,
+    /// The shared interval tick, 1 to 30 minutes (F11) [default: 30].
+    #[arg(long, env = "REFRESHD_TICK_MINUTES")]
+    tick_minutes: Option<i64>,
+    /// Forms per device (F23) [default: 512].
+    #[arg(long, env = "REFRESHD_MAX_FORMS")]
+    max_forms: Option<i64>,
+    /// P8's jitter window in minutes [default: 0].
+    #[arg(long, env = "REFRESHD_FETCH_JITTER_MINUTES")]
+    fetch_jitter_minutes: Option<u32>,
+    /// Total deadline of one outbound request [default: 15].
+    #[arg(long, env = "REFRESHD_FETCH_DEADLINE_SECONDS")]
+    fetch_deadline_seconds: Option<u64>,
+    /// Outbound requests in flight per origin [default: 8].
+    #[arg(long, env = "REFRESHD_PER_ORIGIN_LIMIT")]
+    per_origin_limit: Option<usize>,
+    /// API requests per second per key [default: 50].
+    #[arg(long, env = "REFRESHD_RATE_LIMIT_PER_SECOND")]
+    rate_limit_per_second: Option<u32>,
+    /// API burst per key [default: 100].
+    #[arg(long, env = "REFRESHD_RATE_LIMIT_BURST")]
+    rate_limit_burst: Option<u32>,
+}
+
+/// The TOML file: the same settings, plus cloud environments.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    allow_destination: Vec<String>,
+    time_warp: Option<f64>,
+    time_warp_epoch: Option<String>,
+    tick_minutes: Option<i64>,
+    max_forms: Option<i64>,
+    fetch_jitter_minutes: Option<u32>,
+    fetch_deadline_seconds: Option<u64>,
+    per_origin_limit: Option<usize>,
+    rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    #[serde(default)]
+    cloud: CloudSettings,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct CloudSettings {
+    #[serde(default)]
+    envs: HashMap<String, CloudEnv>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct CloudEnv {
+    base_url: String,
+}
+
+/// Settings after precedence was applied.
+#[derive(Debug)]
+struct Settings {
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    metrics_listen: SocketAddr,
+    allow_destination: Vec<String>,
+    time_warp: Option<f64>,
+    time_warp_epoch: Option<i64>,
+    device: DeviceSettings,
+    fetch_jitter_minutes: u32,
+    fetch_deadline: Duration,
+    per_origin_limit: usize,
+    rate_limit_per_second: u32,
+    rate_limit_burst: u32,
+    cloud_envs: HashMap<String, String>,
+}
+
+fn resolve(args: ServeArgs) -> Result<Settings> {
+    let file: FileSettings = match &args.config {
+        None => FileSettings::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
+        }
+    };
+    let mut allow = args.allow_destination;
+    if allow.is_empty() {
+        allow = file.allow_destination;
+    }
+    let time_warp = args.time_warp.or(file.time_warp);
+    if let Some(factor) = time_warp {
+        if !(factor.is_finite() && factor > 0.0) {
+            bail!("--time-warp must be a positive number, got {factor}");
+        }
+    }
+    let time_warp_epoch = match args.time_warp_epoch.or(file.time_warp_epoch) {
+        None => None,
+        Some(text) => {
+            let ts: jiff::Timestamp = text.parse().with_context(|| {
+                format!("--time-warp-epoch \"{text}\" is not an RFC 3339 instant")
+            })?;
+            Some(ts.as_millisecond())
+        }
+    };
+    let device = DeviceSettings::new(
+        args.tick_minutes.or(file.tick_minutes).unwrap_or(30),
+        args.max_forms.or(file.max_forms).unwrap_or(512),
+    )?;
+    Ok(Settings {
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("refreshd-data")),
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("constant")),
+        metrics_listen: args
+            .metrics_listen
+            .or(file.metrics_listen)
+            .unwrap_or_else(|| "127.0.0.1:9464".parse().expect("constant")),
+        allow_destination: allow,
+        time_warp,
+        time_warp_epoch,
+        device,
+        fetch_jitter_minutes: args
+            .fetch_jitter_minutes
+            .or(file.fetch_jitter_minutes)
+            .unwrap_or(0),
+        fetch_deadline: Duration::from_secs(
+            args.fetch_deadline_seconds
+                .or(file.fetch_deadline_seconds)
+                .unwrap_or(15)
+                .max(1),
+        ),
+        per_origin_limit: args
+            .per_origin_limit
+            .or(file.per_origin_limit)
+            .unwrap_or(8)
+            .max(1),
+        rate_limit_per_second: args
+            .rate_limit_per_second
+            .or(file.rate_limit_per_second)
+            .unwrap_or(50),
+        rate_limit_burst: args
+            .rate_limit_burst
+            .or(file.rate_limit_burst)
+            .unwrap_or(100),
+        cloud_envs: file
+            .cloud
+            .envs
+            .into_iter()
+            .map(|(env, c)| (env, c.base_url))
+            .collect(),
+    })
+}
+
+/// Writes a new secret file readable only by its owner.
+fn write_secret_file(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The token-sealing key: `REFRESHD_SECRET_KEY` (64 hex digits) or a generated file.
+fn secret_key(data_dir: &Path) -> Result<SecretKey> {
+    let text = match std::env::var("REFRESHD_SECRET_KEY") {
+        Ok(text) => text,
+        Err(_) => {
+            let path = data_dir.join("secret.key");
+            if !path.exists() {
+                write_secret_file(&path, &hex::encode(random_bytes::<32>()))?;
+            }
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+        }
+    };
+    let bytes = hex::decode(text.trim())
+        .ok()
+        .filter(|b| b.len() == 32)
+        .context("the secret key must be 64 hex digits (32 bytes)")?;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&bytes);
+    Ok(SecretKey(key))
+}
+
+/// The operator key: `REFRESHD_ADMIN_KEY`, or generated into the data directory once.
+/// Whichever it is becomes the only live operator key.
+async fn operator_key(store: &dyn Store, data_dir: &Path, now: i64) -> Result<()> {
+    let (key, origin) = match std::env::var("REFRESHD_ADMIN_KEY") {
+        Ok(key) => (key.trim().to_string(), "REFRESHD_ADMIN_KEY".to_string()),
+        Err(_) => {
+            let path = data_dir.join("operator.key");
+            if !path.exists() {
+                write_secret_file(&path, &new_api_key(KeyKind::Operator))?;
+            }
+            let key = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            (key.trim().to_string(), path.display().to_string())
+        }
+    };
+    if !key.starts_with("rfdo_") || key.len() < 37 {
+        bail!("the operator key from {origin} must start with rfdo_ and have at least 32 more characters");
+    }
+    let hash = hash_key(&key);
+    if store.find_key(&hash).await?.is_none() {
+        let record = KeyRecord {
+            key_hash: hash,
+            kind: KeyKind::Operator,
+            principal: "operator".into(),
+            created_at: now,
+        };
+        store.rotate_key(&record, now).await?;
+    }
+    println!("operator key: {origin}");
+    Ok(())
+}
+
+async fn shutdown_signal(tx: watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing work in progress");
+    let _ = tx.send(true);
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let settings = resolve(args)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
+    let store = SqliteStore::open(&settings.data_dir.join("refreshd.sqlite3")).await?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let clock: Arc<dyn Clock> = match settings.time_warp {
+        Some(factor) => {
+            tracing::warn!(factor, "TIME WARP: the clock runs {factor} times faster than real time; never use this in production");
+            Arc::new(WarpClock::new(factor, settings.time_warp_epoch))
+        }
+        None => Arc::new(SystemClock),
+    };
+    operator_key(store.as_ref(), &settings.data_dir, clock.now().as_millis()).await?;
+    let trusted = DestinationPolicy::parse_trusted(&settings.allow_destination)?;
+    let limits = FetchLimits {
+        deadline: settings.fetch_deadline,
+        per_origin: settings.per_origin_limit,
+        ..FetchLimits::default()
+    };
+    let fetcher = Arc::new(Fetcher::new(DestinationPolicy::new(trusted), limits)?);
+    let sealer = TokenSealer::new(&secret_key(&settings.data_dir)?);
+    let engine_settings = EngineSettings {
+        device: settings.device,
+        fetch_jitter_minutes: settings.fetch_jitter_minutes,
+        cloud_envs: settings.cloud_envs.clone(),
+        fetch_lease_ms: settings.fetch_deadline.as_millis() as i64 * 4,
+    };
+    let engine = Engine::new(store.clone(), clock, fetcher, sealer, engine_settings);
+    let planned = engine.load_due_index().await?;
+
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(settings.metrics_listen)
+        .install()
+        .context("cannot start the metrics listener")?;
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    // Printed on stdout so scripts and tests can wait for it.
+    println!("listening on http://{local}");
+    println!("metrics on http://{}/metrics", settings.metrics_listen);
+    tracing::info!(planned, data_dir = %settings.data_dir.display(), "refreshd started");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(shutdown_signal(stop_tx));
+    let wakes = tokio::spawn(engine.clone().run(stop_rx.clone()));
+    let deliveries = tokio::spawn(engine.clone().run_deliveries(stop_rx.clone()));
+    let app = refreshd_api::router(
+        engine.clone(),
+        settings.rate_limit_per_second,
+        settings.rate_limit_burst,
+    );
+    let mut stop_http = stop_rx.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop_http.wait_for(|stop| *stop).await;
+        })
+        .await?;
+    let _ = wakes.await;
+    let _ = deliveries.await;
+    tracing::info!("stopped");
+    Ok(())
+}
