@@ -308,7 +308,13 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.engine.store().ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
+        // `now` is the engine's clock (warped under --time-warp), for operators and tests.
+        Ok(()) => (
+            StatusCode::OK,
+            Json(
+                json!({"status": "ok", "now": state.engine.now().to_timestamp().map(|t| t.to_string())}),
+            ),
+        ),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "store unreachable"})),

@@ -698,6 +698,7 @@ fn delivery_for(form: &FormRecord, trigger: &str, deferred: &[&str], now: Instan
         "form_name": form.form_name,
         "trigger": trigger,
         "deferred": deferred,
+        "decided_at": now.to_timestamp().map(|t| t.to_string()),
     });
     NewDelivery {
         delivery_id: new_id("dlv_"),
