@@ -17,7 +17,17 @@ use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// Counts a connected client for as long as its stream lives.
+struct ClientGauge;
+
+impl Drop for ClientGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("refreshd_sse_clients").decrement(1.0);
+    }
+}
+
 struct Cursor {
+    _gauge: ClientGauge,
     state: AppState,
     device_id: String,
     last_id: i64,
@@ -36,14 +46,15 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(0);
+    metrics::gauge!("refreshd_sse_clients").increment(1.0);
     let cursor = Cursor {
+        _gauge: ClientGauge,
         notices: state.engine.subscribe_host_events(),
         state,
         device_id,
         last_id,
         pending: Default::default(),
     };
-    metrics::gauge!("refreshd_sse_clients").increment(1.0);
     let stream = stream::unfold(cursor, |mut cursor| async move {
         loop {
             if let Some(event) = cursor.pending.pop_front() {

@@ -14,7 +14,7 @@ use refreshd_engine::EngineError;
 use refreshd_rules::form_config::{check_document, LintContext};
 use refreshd_rules::periodic::MAX_BODY_BYTES;
 use refreshd_rules::{FormId, Instant, RuleError, Trigger};
-use refreshd_store::{FormData, FormRecord, KeyKind, NewEvent};
+use refreshd_store::{FormRecord, KeyKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -208,26 +208,7 @@ pub async fn put_data(
     }
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid_request(format!("the body must be JSON: {e}")))?;
-    let now = state.engine.now();
-    let data = FormData {
-        form_id: form.form_id.clone(),
-        data: value.to_string(),
-        updated_at: now.as_millis(),
-        trigger: "provider".into(),
-    };
-    let event = NewEvent {
-        device_id: form.device_id.clone(),
-        kind: "form_data".into(),
-        payload: json!({"form_id": form.form_id, "data": value, "updated_at": rfc3339(now), "trigger": "provider"}).to_string(),
-        at: now.as_millis(),
-    };
-    state
-        .engine
-        .store()
-        .put_form_data(&data, &event)
-        .await
-        .map_err(EngineError::from)?;
-    state.engine.announce(&form.device_id);
+    state.engine.provider_data(&form, value.to_string()).await?;
     Ok(StatusCode::OK)
 }
 

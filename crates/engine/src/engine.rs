@@ -422,7 +422,8 @@ impl Engine {
         .await
     }
 
-    /// F19–F21: the host shows or hides a form.
+    /// F19–F21: the host shows or hides a form. On show, data the provider sent while
+    /// the form was hidden is announced to the host.
     pub async fn set_visibility(
         &self,
         form: &FormRecord,
@@ -438,7 +439,44 @@ impl Engine {
             device.apply(now, input, out)?;
             Ok(())
         })
-        .await
+        .await?;
+        if visible {
+            let now = self.now();
+            let device_id = form.device_id.clone();
+            let event_for =
+                move |data: &refreshd_store::FormData| form_data_event(data, &device_id, now);
+            if self
+                .store
+                .announce_pending_data(&form.form_id, &event_for)
+                .await?
+            {
+                self.announce_events(&form.device_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The provider's own update of a form's data: announced to the host at once, or
+    /// when the form is next shown if it is hidden.
+    pub async fn provider_data(&self, form: &FormRecord, data: String) -> Result<(), EngineError> {
+        let visible = self
+            .device_state(&form.device_id)
+            .await?
+            .form(FormId(form.form_num as u64))
+            .is_some_and(|f| f.is_visible());
+        let now = self.now();
+        let data = refreshd_store::FormData {
+            form_id: form.form_id.clone(),
+            data,
+            updated_at: now.as_millis(),
+            trigger: "provider".into(),
+        };
+        let event = visible.then(|| form_data_event(&data, &form.device_id, now));
+        self.store.put_form_data(&data, event.as_ref()).await?;
+        if visible {
+            self.announce_events(&form.device_id);
+        }
+        Ok(())
     }
 
     /// F13, F14: a provider asks for a refresh in `minutes`. Returns the due instant.
@@ -478,6 +516,15 @@ impl Engine {
                     return Err(EngineError::invalid(
                         "invalid_request",
                         "\"since\" is in the future",
+                    ));
+                }
+                if device
+                    .last_network_report()
+                    .is_some_and(|last| since < last)
+                {
+                    return Err(EngineError::invalid(
+                        "invalid_request",
+                        "\"since\" is before the previous network report",
                     ));
                 }
             }
@@ -687,6 +734,25 @@ impl Engine {
             Ok(pair.wake(now, &app, user_id))
         })
         .await
+    }
+}
+
+/// The host event announcing a form's data (api.md: `event: form_data`).
+pub fn form_data_event(data: &refreshd_store::FormData, device_id: &str, at: Instant) -> NewEvent {
+    let updated_at = Instant::from_millis(data.updated_at)
+        .to_timestamp()
+        .map(|t| t.to_string());
+    let payload = json!({
+        "form_id": data.form_id,
+        "data": serde_json::from_str::<serde_json::Value>(&data.data).unwrap_or(serde_json::Value::Null),
+        "updated_at": updated_at,
+        "trigger": data.trigger,
+    });
+    NewEvent {
+        device_id: device_id.to_string(),
+        kind: "form_data".into(),
+        payload: payload.to_string(),
+        at: at.as_millis(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The engine's loops: waking due subjects, carrying out fetches and deliveries.
 
-use crate::engine::Engine;
+use crate::engine::{form_data_event, Engine};
 use crate::error::EngineError;
 use crate::secrets::sign_delivery;
 use refreshd_fetch::{fetch_periodic, FetchFailure, Outbound};
@@ -9,11 +9,10 @@ use refreshd_rules::periodic::{
 };
 use refreshd_rules::Instant;
 use refreshd_store::{
-    DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, NewEvent, PairCommit, SubjectKey,
+    DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit, SubjectKey,
 };
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -22,6 +21,8 @@ use tokio::sync::watch;
 pub const DELIVERY_RETRY_MS: [i64; 3] = [5_000, 30_000, 120_000];
 /// The longest wait between looks at the due-index when nothing is planned.
 const IDLE_WAIT_MS: i64 = 60_000;
+/// Finished deliveries and host events are kept this long (api.md).
+pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 
 /// What a fetch returns to its caller (`fetch-now` answers with it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,11 +242,18 @@ impl Engine {
 
     /// Sends due deliveries until `shutdown` turns true.
     pub async fn run_deliveries(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut next_prune = self.now();
         loop {
             if *shutdown.borrow() {
                 return;
             }
             let now = self.now();
+            if now >= next_prune {
+                if let Err(error) = self.store.prune(now.as_millis() - RETENTION_MS).await {
+                    tracing::warn!(%error, "pruning old records failed");
+                }
+                next_prune = now.plus_millis(3_600_000);
+            }
             match self.store.due_deliveries(now.as_millis(), 64).await {
                 Ok(due) => {
                     let sends = due.into_iter().map(|d| {
@@ -280,17 +288,14 @@ impl Engine {
                         .ok()
                         .and_then(|b| b["trigger"].as_str().map(str::to_string))
                         .unwrap_or_default();
-                    let updated_at = now.to_timestamp().map(|t| t.to_string()).unwrap_or_default();
-                    let payload = json!({
-                        "form_id": delivery.form_id,
-                        "data": serde_json::from_str::<serde_json::Value>(&data).unwrap_or(serde_json::Value::Null),
-                        "updated_at": updated_at,
-                        "trigger": trigger,
-                    });
-                    (
-                        FormData { form_id: delivery.form_id.clone(), data, updated_at: now.as_millis(), trigger },
-                        NewEvent { device_id: delivery.device_id.clone(), kind: "form_data".into(), payload: payload.to_string(), at: now.as_millis() },
-                    )
+                    let data = FormData {
+                        form_id: delivery.form_id.clone(),
+                        data,
+                        updated_at: now.as_millis(),
+                        trigger,
+                    };
+                    let event = form_data_event(&data, &delivery.device_id, now);
+                    (data, event)
                 });
                 DeliveryFinish::Done { data, attempts }
             }

@@ -836,3 +836,214 @@ async fn t5_sigkill_restart_loses_nothing_committed_and_never_redelivers_under_a
     assert!(duplicated.is_empty(), "{duplicated:?}");
     assert!(svc.stop().success());
 }
+
+/// Reads an SSE response until `until` appears in the text (or the guard deadline).
+async fn read_sse_until(response: &mut reqwest::Response, until: &str) -> String {
+    let mut seen = String::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains(until) {
+                return;
+            }
+        }
+    })
+    .await;
+    seen
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_replay_hidden_provider_data_rate_limit_and_metrics() {
+    let dir = temp_dir("sse");
+    let provider = Provider::default();
+    let refresh_url = provider.start().await;
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let svc = Service::start(
+        &dir,
+        &epoch_now(),
+        &[
+            "--metrics-listen",
+            &metrics,
+            "--rate-limit-per-second",
+            "1",
+            "--rate-limit-burst",
+            "12",
+        ],
+    );
+    let config = json!({"forms": [{"name": "note"}]});
+    let (provider_key, device_key, _) = widget_setup(&svc, &refresh_url, config, false).await;
+    let (_, form) = svc
+        .call(
+            "POST",
+            "/v1/forms",
+            &device_key,
+            Some(json!({"provider": "com.example.weather", "form_name": "note", "hidden": true})),
+        )
+        .await;
+    let form_id = form["form_id"].as_str().unwrap().to_string();
+
+    // Data the provider sends while the form is hidden is kept, and announced on show.
+    assert_eq!(
+        svc.call(
+            "PUT",
+            &format!("/v1/forms/{form_id}/data"),
+            &provider_key,
+            Some(json!({"text": "while hidden"}))
+        )
+        .await
+        .0,
+        200
+    );
+    let mut first = svc
+        .client
+        .get(format!("{}/v1/events", svc.base))
+        .bearer_auth(&device_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.call(
+            "POST",
+            &format!("/v1/forms/{form_id}/visibility"),
+            &device_key,
+            Some(json!({"visible": true}))
+        )
+        .await
+        .0,
+        204
+    );
+    let seen = read_sse_until(&mut first, "while hidden").await;
+    assert!(seen.contains("while hidden"), "{seen}");
+    let last_id: i64 = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .filter_map(|v| v.trim().parse().ok())
+        .max()
+        .expect("events carry ids");
+    drop(first);
+
+    // Missed while disconnected: replayed after Last-Event-ID, and nothing older.
+    assert_eq!(
+        svc.call(
+            "PUT",
+            &format!("/v1/forms/{form_id}/data"),
+            &provider_key,
+            Some(json!({"text": "missed"}))
+        )
+        .await
+        .0,
+        200
+    );
+    let mut again = svc
+        .client
+        .get(format!("{}/v1/events", svc.base))
+        .bearer_auth(&device_key)
+        .header("last-event-id", last_id.to_string())
+        .send()
+        .await
+        .unwrap();
+    let replay = read_sse_until(&mut again, "missed").await;
+    assert!(
+        replay.contains("missed") && !replay.contains("while hidden"),
+        "{replay}"
+    );
+
+    // `since` may not be before the previous network report.
+    let health: Value = svc
+        .client
+        .get(format!("{}/healthz", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now: jiff::Timestamp = health["now"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        svc.call(
+            "POST",
+            "/v1/device/network",
+            &device_key,
+            Some(json!({"online": false}))
+        )
+        .await
+        .0,
+        204
+    );
+    let earlier = now
+        .checked_sub(jiff::SignedDuration::from_hours(2))
+        .unwrap()
+        .to_string();
+    let (status, body) = svc
+        .call(
+            "POST",
+            "/v1/device/network",
+            &device_key,
+            Some(json!({"online": true, "since": earlier})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+
+    // A key over its limit gets 429 with Retry-After; another key is unaffected.
+    let mut limited = None;
+    for _ in 0..60 {
+        let response = svc
+            .client
+            .get(format!("{}/v1/forms/{form_id}/data", svc.base))
+            .bearer_auth(&device_key)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.expect("the burst of 12 runs out within 60 quick requests");
+    assert!(limited.headers().get("retry-after").is_some());
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(
+        svc.call(
+            "GET",
+            &format!("/v1/forms/{form_id}/explain"),
+            &provider_key,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+
+    // Prometheus metrics on their own listener.
+    let text = svc
+        .client
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "refreshd_deliveries_total",
+        "refreshd_due_subjects",
+        "refreshd_store_commit_seconds",
+        "refreshd_sse_clients",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+}

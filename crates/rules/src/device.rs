@@ -228,6 +228,9 @@ pub struct Device {
     offline_since: Option<Instant>,
     /// F17: the next local midnight at which counts reset.
     next_reset_at: Option<Instant>,
+    /// The instant of the latest `offline` or `online` report.
+    #[serde(default)]
+    last_network_report: Option<Instant>,
 }
 
 impl Device {
@@ -242,6 +245,7 @@ impl Device {
             ticked_through: now,
             offline_since: None,
             next_reset_at,
+            last_network_report: None,
         }
     }
 
@@ -257,6 +261,11 @@ impl Device {
     pub fn form(&self, id: FormId) -> Option<&FormState> {
         self.forms.iter().find(|f| f.id == id)
     }
+    /// The instant of the latest network report, if any.
+    pub fn last_network_report(&self) -> Option<Instant> {
+        self.last_network_report
+    }
+
     pub fn is_offline(&self) -> bool {
         self.offline_since.is_some()
     }
@@ -321,10 +330,12 @@ impl Device {
             DeviceInput::Hide(id) => self.hide(id).map(|()| Accepted::Done),
             DeviceInput::Show(id) => self.show(id, out).map(|()| Accepted::Done),
             DeviceInput::Offline => {
+                self.note_network_report(now);
                 self.offline_since.get_or_insert(now);
                 Ok(Accepted::Done)
             }
             DeviceInput::Online => {
+                self.note_network_report(now);
                 self.online(now, out);
                 Ok(Accepted::Done)
             }
@@ -573,6 +584,10 @@ impl Device {
             deferred,
         });
         Ok(())
+    }
+
+    fn note_network_report(&mut self, now: Instant) {
+        self.last_network_report = Some(self.last_network_report.map_or(now, |l| l.max(now)));
     }
 
     /// F16: a continuous outage of at least ten minutes refreshes the network forms of

@@ -47,6 +47,9 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Builds the host event for a form's stored data (the engine owns the payload format).
+pub type EventBuilder = dyn Fn(&FormData) -> NewEvent + Send + Sync;
+
 /// Everything refreshd keeps. Implemented by [`SqliteStore`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -88,8 +91,15 @@ pub trait Store: Send + Sync + 'static {
     async fn forms_of_device(&self, device_id: &str) -> StoreResult<Vec<FormRecord>>;
     async fn next_form_num(&self) -> StoreResult<i64>;
     async fn get_form_data(&self, form_id: &str) -> StoreResult<Option<FormData>>;
-    /// Stores a form's new data and the host event announcing it, together.
-    async fn put_form_data(&self, data: &FormData, event: &NewEvent) -> StoreResult<i64>;
+    /// Stores a form's new data and the host event announcing it, together; without an
+    /// event the data is announced later by `announce_pending_data`.
+    async fn put_form_data(&self, data: &FormData, event: Option<&NewEvent>) -> StoreResult<()>;
+    /// Announces data that arrived while the form was hidden; true when there was some.
+    async fn announce_pending_data(
+        &self,
+        form_id: &str,
+        event_for: &EventBuilder,
+    ) -> StoreResult<bool>;
     async fn recent_decisions(&self, form_id: &str, limit: i64) -> StoreResult<Vec<DecisionNote>>;
 
     // ---- deliveries

@@ -5,7 +5,7 @@
 //! committed transaction survive power loss, not just a process crash.
 
 use crate::records::*;
-use crate::{Store, StoreError, StoreResult};
+use crate::{EventBuilder, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -458,12 +458,50 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn put_form_data(&self, data: &FormData, event: &NewEvent) -> StoreResult<i64> {
+    async fn put_form_data(&self, data: &FormData, event: Option<&NewEvent>) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
         upsert_form_data(&mut tx, data).await?;
-        let id = insert_event(&mut tx, event).await?;
+        match event {
+            Some(event) => {
+                insert_event(&mut tx, event).await?;
+            }
+            None => {
+                sqlx::query("UPDATE form_data SET announce_on_show = 1 WHERE form_id = ?")
+                    .bind(&data.form_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         tx.commit().await?;
-        Ok(id)
+        Ok(())
+    }
+
+    async fn announce_pending_data(
+        &self,
+        form_id: &str,
+        event_for: &EventBuilder,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("SELECT form_id, data, updated_at, trigger FROM form_data WHERE form_id = ? AND announce_on_show = 1")
+            .bind(form_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let data = FormData {
+            form_id: row.get("form_id"),
+            data: row.get("data"),
+            updated_at: row.get("updated_at"),
+            trigger: row.get("trigger"),
+        };
+        insert_event(&mut tx, &event_for(&data)).await?;
+        sqlx::query("UPDATE form_data SET announce_on_show = 0 WHERE form_id = ?")
+            .bind(form_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn recent_decisions(&self, form_id: &str, limit: i64) -> StoreResult<Vec<DecisionNote>> {

@@ -59,11 +59,14 @@ impl Service {
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
                 "--allow-destination",
                 "127.0.0.2/32",
             ])
+            .args(if extra.contains(&"--metrics-listen") {
+                &[][..]
+            } else {
+                &["--metrics-listen", "127.0.0.1:0"][..]
+            })
             .arg("--data-dir")
             .arg(data_dir.join("data"))
             .args(["--time-warp", &WARP.to_string(), "--time-warp-epoch", epoch])

@@ -49,7 +49,9 @@ CREATE TABLE form_data (
     form_id     TEXT PRIMARY KEY,
     data        TEXT NOT NULL,
     updated_at  INTEGER NOT NULL,
-    trigger     TEXT NOT NULL
+    trigger     TEXT NOT NULL,
+    -- Set when data arrived for a hidden form: the host hears of it when shown.
+    announce_on_show INTEGER NOT NULL DEFAULT 0
 );
 
 -- Recent decisions per form, for explanations.
