@@ -456,14 +456,19 @@ impl Engine {
         Ok(())
     }
 
-    /// The provider's own update of a form's data: announced to the host at once, or
-    /// when the form is next shown if it is hidden.
-    pub async fn provider_data(&self, form: &FormRecord, data: String) -> Result<(), EngineError> {
-        let visible = self
+    /// Whether the host shows the form now (F19); data for a hidden form waits.
+    pub(crate) async fn is_form_visible(&self, form: &FormRecord) -> Result<bool, EngineError> {
+        Ok(self
             .device_state(&form.device_id)
             .await?
             .form(FormId(form.form_num as u64))
-            .is_some_and(|f| f.is_visible());
+            .is_some_and(|f| f.is_visible()))
+    }
+
+    /// The provider's own update of a form's data: announced to the host at once, or
+    /// when the form is next shown if it is hidden.
+    pub async fn provider_data(&self, form: &FormRecord, data: String) -> Result<(), EngineError> {
+        let visible = self.is_form_visible(form).await?;
         let now = self.now();
         let data = refreshd_store::FormData {
             form_id: form.form_id.clone(),

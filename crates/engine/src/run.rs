@@ -281,6 +281,10 @@ impl Engine {
         let attempts = delivery.attempts + 1;
         let outcome = self.send_delivery(&delivery).await;
         let now = self.now();
+        let visible = match self.store.get_form(&delivery.form_id).await {
+            Ok(Some(form)) => self.is_form_visible(&form).await.unwrap_or(true),
+            _ => true,
+        };
         let finish = match outcome {
             Ok(data) => {
                 let data = data.map(|data| {
@@ -294,7 +298,8 @@ impl Engine {
                         updated_at: now.as_millis(),
                         trigger,
                     };
-                    let event = form_data_event(&data, &delivery.device_id, now);
+                    // Data for a hidden form reaches the host when it is shown (F20).
+                    let event = visible.then(|| form_data_event(&data, &delivery.device_id, now));
                     (data, event)
                 });
                 DeliveryFinish::Done { data, attempts }
@@ -316,7 +321,13 @@ impl Engine {
             DeliveryFinish::GiveUp { .. } => "given_up",
         };
         metrics::counter!("refreshd_deliveries_total", "outcome" => outcome_label).increment(1);
-        let has_data = matches!(&finish, DeliveryFinish::Done { data: Some(_), .. });
+        let has_data = matches!(
+            &finish,
+            DeliveryFinish::Done {
+                data: Some((_, Some(_))),
+                ..
+            }
+        );
         match self
             .store
             .finish_delivery(&delivery.delivery_id, &finish)

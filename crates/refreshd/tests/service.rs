@@ -520,21 +520,6 @@ async fn f16_network_recovery_and_delivery_retries_keep_the_delivery_id() {
         .await
         .unwrap();
     let now: jiff::Timestamp = health["now"].as_str().unwrap().parse().unwrap();
-    let short = now
-        .checked_sub(jiff::SignedDuration::from_mins(5))
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        svc.call(
-            "POST",
-            "/v1/device/network",
-            &device_key,
-            Some(json!({"online": true, "since": short}))
-        )
-        .await
-        .0,
-        204
-    );
     let future = now
         .checked_add(jiff::SignedDuration::from_hours(1))
         .unwrap()
@@ -563,6 +548,20 @@ async fn f16_network_recovery_and_delivery_retries_keep_the_delivery_id() {
         .0,
         204
     );
+    // A report older than the previous one is refused and triggers nothing.
+    let stale = now
+        .checked_sub(jiff::SignedDuration::from_mins(5))
+        .unwrap()
+        .to_string();
+    let (status, _) = svc
+        .call(
+            "POST",
+            "/v1/device/network",
+            &device_key,
+            Some(json!({"online": true, "since": stale})),
+        )
+        .await;
+    assert_eq!(status, 400, "since before the previous report");
     eventually(30, "network delivery", || async {
         provider
             .triggers(&form_id)
@@ -864,6 +863,8 @@ fn free_port() -> u16 {
 async fn sse_replay_hidden_provider_data_rate_limit_and_metrics() {
     let dir = temp_dir("sse");
     let provider = Provider::default();
+    // 204 answers keep the data, so only the provider's own updates change it here.
+    *provider.no_data.lock().unwrap() = true;
     let refresh_url = provider.start().await;
     let metrics_port = free_port();
     let metrics = format!("127.0.0.1:{metrics_port}");

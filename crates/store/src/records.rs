@@ -137,9 +137,10 @@ pub struct DeliveryRecord {
 /// How a delivery attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeliveryFinish {
-    /// Delivered; the provider's answer, if it carried data, becomes the form's data.
+    /// Delivered; the provider's answer, if it carried data, becomes the form's data,
+    /// announced by the event, or when the form is next shown if there is none.
     Done {
-        data: Option<(FormData, NewEvent)>,
+        data: Option<(FormData, Option<NewEvent>)>,
         attempts: i64,
     },
     Retry {

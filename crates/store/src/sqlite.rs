@@ -109,20 +109,28 @@ async fn insert_event(
     Ok(row.get(0))
 }
 
-async fn upsert_form_data(
+/// Stores a form's data with the event that announces it, or, without one, marks it to
+/// be announced when the form is shown.
+async fn store_form_data(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     data: &FormData,
+    event: Option<&NewEvent>,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO form_data (form_id, data, updated_at, trigger) VALUES (?, ?, ?, ?)
-         ON CONFLICT(form_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at, trigger = excluded.trigger",
+        "INSERT INTO form_data (form_id, data, updated_at, trigger, announce_on_show) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(form_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at,
+             trigger = excluded.trigger, announce_on_show = excluded.announce_on_show",
     )
     .bind(&data.form_id)
     .bind(&data.data)
     .bind(data.updated_at)
     .bind(&data.trigger)
+    .bind(event.is_none() as i64)
     .execute(&mut **tx)
     .await?;
+    if let Some(event) = event {
+        insert_event(tx, event).await?;
+    }
     Ok(())
 }
 
@@ -460,18 +468,7 @@ impl Store for SqliteStore {
 
     async fn put_form_data(&self, data: &FormData, event: Option<&NewEvent>) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
-        upsert_form_data(&mut tx, data).await?;
-        match event {
-            Some(event) => {
-                insert_event(&mut tx, event).await?;
-            }
-            None => {
-                sqlx::query("UPDATE form_data SET announce_on_show = 1 WHERE form_id = ?")
-                    .bind(&data.form_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        store_form_data(&mut tx, data, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -578,8 +575,7 @@ impl Store for SqliteStore {
                 .await?
                 .is_some();
             if form_exists {
-                upsert_form_data(&mut tx, data).await?;
-                insert_event(&mut tx, event).await?;
+                store_form_data(&mut tx, data, event.as_ref()).await?;
             }
         }
         tx.commit().await?;

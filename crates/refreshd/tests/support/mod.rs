@@ -265,6 +265,8 @@ pub struct Provider {
     pub deliveries: Arc<Mutex<Vec<SeenDelivery>>>,
     /// Fail this many deliveries first (500).
     pub fail_first: Arc<Mutex<usize>>,
+    /// Answer 204 (keep the data) instead of JSON.
+    pub no_data: Arc<Mutex<bool>>,
 }
 
 async fn refresh(State(provider): State<Provider>, headers: HeaderMap, body: String) -> Response {
@@ -290,6 +292,9 @@ async fn refresh(State(provider): State<Provider>, headers: HeaderMap, body: Str
             *fail -= 1;
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
+    }
+    if *provider.no_data.lock().unwrap() {
+        return StatusCode::NO_CONTENT.into_response();
     }
     axum::Json(serde_json::json!({"n": n, "trigger": json["trigger"]})).into_response()
 }
