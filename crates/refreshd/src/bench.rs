@@ -17,6 +17,16 @@ use std::time::Instant as WallClock;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// End-to-end periodic fetches: engine, SQLite store and fetcher against a loopback
+    /// origin, all users due at once.
+    Fetch {
+        /// Users (app-user pairs) to fetch for.
+        #[arg(long, default_value_t = 2_000)]
+        users: u32,
+        /// Requests in flight to the origin at once (the per-origin limit).
+        #[arg(long, default_value_t = 8)]
+        per_origin: usize,
+    },
     /// One simulated day of many devices through the rules, on one core.
     Rules {
         /// Devices to simulate (20 forms each).
@@ -33,6 +43,16 @@ pub enum BenchCommand {
 
 pub fn run(which: BenchCommand) -> Result<ExitCode> {
     match which {
+        BenchCommand::Fetch { users, per_origin } => {
+            if users == 0 {
+                bail!("--users must be at least 1");
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_fetch::run(users, per_origin))?;
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Rules {
             devices,
             forms_per_device,

@@ -1,6 +1,7 @@
 //! The `refreshd` command line: thin over the library crates.
 
 mod bench;
+mod bench_fetch;
 mod lint;
 mod serve;
 
