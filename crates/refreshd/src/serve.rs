@@ -377,3 +377,57 @@ async fn serve(settings: Settings) -> Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(contents: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "refreshd-config-{}-{}.toml",
+            std::process::id(),
+            contents.len()
+        ));
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let config = file("listen = \"127.0.0.1:9000\"\ntick_minutes = 10\nmax_forms = 7\n[cloud.envs.prod]\nbase_url = \"http://10.1.2.3:9000\"\n");
+        let args = ServeArgs {
+            config: Some(config),
+            tick_minutes: Some(15),
+            ..ServeArgs::default()
+        };
+        let settings = resolve(args).unwrap();
+        assert_eq!(settings.listen.port(), 9000, "from the file");
+        assert_eq!(settings.device.tick_minutes(), 15, "the flag wins");
+        assert_eq!(settings.device.max_forms(), 7);
+        assert_eq!(settings.metrics_listen.port(), 9464, "default");
+        assert_eq!(settings.cloud_envs["prod"], "http://10.1.2.3:9000");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let unknown = file("listne = \"127.0.0.1:1\"\n");
+        let error = resolve(ServeArgs {
+            config: Some(unknown),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("listne"), "{error:#}");
+        let error = resolve(ServeArgs {
+            tick_minutes: Some(31),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("tick_minutes"), "{error:#}");
+        let error = resolve(ServeArgs {
+            time_warp: Some(-1.0),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("time-warp"), "{error:#}");
+    }
+}

@@ -177,6 +177,13 @@ async fn p9_p11_p13_p14_fetch_now_outcomes_304_too_large_and_retry_after() {
         now(json!({"user_id": "u1"})).await.1["outcome"],
         "too_large"
     );
+    // Launched, so the pair is eligible and its next fetch is planned (P7).
+    assert_eq!(
+        svc.call("POST", "/v1/apps/wx1/launch", &keys.device, None)
+            .await
+            .0,
+        204
+    );
     origin.set(Behaviour::Status(503, Some(7200)));
     let (_, body) = now(json!({"user_id": "u1"})).await;
     assert_eq!(
@@ -188,7 +195,8 @@ async fn p9_p11_p13_p14_fetch_now_outcomes_304_too_large_and_retry_after() {
         .call("GET", "/v1/apps/wx1/background-fetch", &keys.device, None)
         .await;
     assert_eq!(cached["fetched_data"], "first");
-    // The explanation names the failure count and the rule.
+    // The explanation names the failure count and the rule, and Retry-After (2 h)
+    // outweighs the second failure's 15 minutes (P9).
     let (_, explain) = svc
         .call(
             "GET",
