@@ -1056,3 +1056,153 @@ async fn sse_replay_hidden_provider_data_rate_limit_and_metrics() {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2_cloud_source_via_config_file_and_f23a_zone_change() {
+    let dir = temp_dir("cloud");
+    let origin = Origin::default();
+    origin.set(Behaviour::Body("from the cloud".into()));
+    let feed = origin.start().await;
+    let base = feed.trim_end_matches("/feed");
+    let config = dir.join("refreshd.toml");
+    std::fs::write(
+        &config,
+        format!("[cloud.envs.prod-7f3a]\nbase_url = \"{base}\"\n"),
+    )
+    .unwrap();
+    let svc = Service::start(&dir, &epoch_now(), &["--config", config.to_str().unwrap()]);
+
+    let (_, app) = svc
+        .call(
+            "POST",
+            "/v1/admin/apps",
+            &svc.operator,
+            Some(json!({"appid": "ind1", "subject": "individual"})),
+        )
+        .await;
+    let developer = app["developer_key"].as_str().unwrap().to_string();
+    // Individuals may not use URL sources (P2); unknown cloud environments are refused.
+    let (status, body) = svc
+        .call(
+            "PUT",
+            "/v1/apps/ind1/periodic-fetch",
+            &developer,
+            Some(json!({"enabled": true, "source": {"url": "https://data.example.com/feed"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("source_not_allowed")),
+        "{body}"
+    );
+    let (status, body) = svc
+        .call(
+            "PUT",
+            "/v1/apps/ind1/periodic-fetch",
+            &developer,
+            Some(
+                json!({"enabled": true, "source": {"cloud": {"env": "nope", "function": "feed"}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = svc.call("PUT", "/v1/apps/ind1/periodic-fetch", &developer, Some(json!({"enabled": true, "source": {"cloud": {"env": "prod-7f3a", "function": "feed"}}}))).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (_, device) = svc
+        .call(
+            "POST",
+            "/v1/admin/devices",
+            &svc.operator,
+            Some(json!({"device_id": "d1", "user_id": "u1", "zone": "UTC"})),
+        )
+        .await;
+    let device_key = device["device_key"].as_str().unwrap().to_string();
+    svc.call(
+        "PUT",
+        "/v1/apps/ind1/background-fetch/token",
+        &device_key,
+        Some(json!({"token": "t"})),
+    )
+    .await;
+    let (_, report) = svc
+        .call(
+            "POST",
+            "/v1/apps/ind1/periodic-fetch/fetch-now",
+            &developer,
+            Some(json!({"user_id": "u1"})),
+        )
+        .await;
+    assert_eq!(report["outcome"], "ok", "{report}");
+    let (_, cached) = svc
+        .call("GET", "/v1/apps/ind1/background-fetch", &device_key, None)
+        .await;
+    assert_eq!(cached["fetched_data"], "from the cloud");
+
+    // F23a: a new zone moves the device's midnight.
+    let provider = Provider::default();
+    let refresh_url = provider.start().await;
+    let (_, p) = svc.call("POST", "/v1/admin/providers", &svc.operator, Some(json!({"provider": "p", "refresh_url": refresh_url, "system_app": false, "api_version": 11}))).await;
+    let provider_key = p["provider_key"].as_str().unwrap();
+    svc.call(
+        "PUT",
+        "/v1/providers/p/form-config",
+        provider_key,
+        Some(json!({"forms": [{"name": "w"}]})),
+    )
+    .await;
+    let (_, form) = svc
+        .call(
+            "POST",
+            "/v1/forms",
+            &device_key,
+            Some(json!({"provider": "p", "form_name": "w"})),
+        )
+        .await;
+    let form_id = form["form_id"].as_str().unwrap().to_string();
+    let resets = |e: &Value| e["quota_resets_at"].as_str().unwrap().to_string();
+    let (_, before) = svc
+        .call(
+            "GET",
+            &format!("/v1/forms/{form_id}/explain"),
+            &device_key,
+            None,
+        )
+        .await;
+    let (status, body) = svc
+        .call(
+            "PUT",
+            "/v1/device/zone",
+            &device_key,
+            Some(json!({"zone": "Not/AZone"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_zone"))
+    );
+    assert_eq!(
+        svc.call(
+            "PUT",
+            "/v1/device/zone",
+            &device_key,
+            Some(json!({"zone": "Pacific/Kiritimati"}))
+        )
+        .await
+        .0,
+        204
+    );
+    let (_, after) = svc
+        .call(
+            "GET",
+            &format!("/v1/forms/{form_id}/explain"),
+            &device_key,
+            None,
+        )
+        .await;
+    assert_ne!(resets(&before), resets(&after));
+    assert!(
+        resets(&after).ends_with("10:00:00Z"),
+        "midnight at +14:00 is 10:00Z: {after}"
+    );
+}
