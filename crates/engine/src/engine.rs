@@ -33,6 +33,12 @@ pub struct EngineSettings {
     pub cloud_envs: HashMap<String, String>,
     /// How long an ordered fetch may stay unrecorded before it is ordered again.
     pub fetch_lease_ms: i64,
+    /// This node's name in claims (random per process unless set).
+    pub node_id: String,
+    /// How long a claim on a due subject lasts; longer than the fetch deadline.
+    pub claim_lease_ms: i64,
+    /// How often the store is asked for due work that other nodes planned.
+    pub poll_interval_ms: i64,
 }
 
 impl Default for EngineSettings {
@@ -42,6 +48,9 @@ impl Default for EngineSettings {
             fetch_jitter_minutes: 0,
             cloud_envs: HashMap::new(),
             fetch_lease_ms: 60_000,
+            node_id: new_id("node_"),
+            claim_lease_ms: 60_000,
+            poll_interval_ms: 1_000,
         }
     }
 }
@@ -70,6 +79,9 @@ pub struct Engine {
     /// Pairs whose fetch runs in this process now.
     pub(crate) fetching: Mutex<HashSet<(String, String)>>,
 }
+
+/// How often a change is retried when other writers keep winning.
+const CONFLICT_RETRIES: u32 = 8;
 
 /// A short random id with a readable prefix.
 pub fn new_id(prefix: &str) -> String {
@@ -207,11 +219,13 @@ impl Engine {
 
     /// Loads a device, lets `change` apply inputs to it, and commits the new state with
     /// every decision (as deliveries and notes) in one transaction, even when `change`
-    /// returns an error (the timers it ran first still count).
+    /// returns an error (the timers it ran first still count). When another writer (a
+    /// node of the fleet) changed the device meanwhile, the change is run again on the
+    /// fresh state; nothing was carried out, so nothing happens twice.
     pub(crate) async fn with_device<T>(
         &self,
         device_id: &str,
-        change: impl FnOnce(
+        mut change: impl FnMut(
             &mut Device,
             Instant,
             &mut Vec<FormDecision>,
@@ -219,6 +233,28 @@ impl Engine {
         ) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let _guard = self.lock(SubjectKey::Device(device_id.to_string())).await;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_device_change(device_id, &mut change).await {
+                Err(EngineError::Store(StoreError::Conflict)) if attempts < CONFLICT_RETRIES => {
+                    metrics::counter!("refreshd_commit_conflicts_total").increment(1);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_device_change<T>(
+        &self,
+        device_id: &str,
+        change: &mut impl FnMut(
+            &mut Device,
+            Instant,
+            &mut Vec<FormDecision>,
+            &mut DeviceExtras,
+        ) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
         let record = self
             .store
             .get_device(device_id)
@@ -364,14 +400,14 @@ impl Engine {
                 id: FormId(form_num as u64),
                 provider: ProviderId(provider.provider_num as u32),
                 system_app: provider.system_app,
-                plan: Some(plan),
+                plan: Some(plan.clone()),
                 hidden,
             });
             device.apply(now, input, out)?;
             extras
                 .deliveries
                 .push(delivery_for(&record, "add", &[], now));
-            extras.add_forms.push(record);
+            extras.add_forms.push(record.clone());
             Ok(())
         })
         .await?;
@@ -555,7 +591,7 @@ impl Engine {
             )
         })?;
         self.with_device(device_id, |device, now, out, _| {
-            device.apply(now, DeviceInput::SetZone(zone), out)?;
+            device.apply(now, DeviceInput::SetZone(zone.clone()), out)?;
             Ok(())
         })
         .await
@@ -628,15 +664,36 @@ impl Engine {
         &self,
         app: &App,
         user_id: &str,
-        change: impl FnOnce(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
+        mut change: impl FnMut(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
+        let key = SubjectKey::Pair {
+            appid: app.appid().to_string(),
+            user_id: user_id.to_string(),
+        };
+        let _guard = self.lock(key.clone()).await;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_pair_change(app, user_id, &mut change).await {
+                Ok((result, next)) => {
+                    self.plan(key, next);
+                    return Ok(result);
+                }
+                Err(EngineError::Store(StoreError::Conflict)) if attempts < CONFLICT_RETRIES => {
+                    metrics::counter!("refreshd_commit_conflicts_total").increment(1);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    async fn try_pair_change<T>(
+        &self,
+        app: &App,
+        user_id: &str,
+        change: &mut impl FnMut(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
+    ) -> Result<(T, Option<Instant>), EngineError> {
         let appid = app.appid();
-        let _guard = self
-            .lock(SubjectKey::Pair {
-                appid: appid.to_string(),
-                user_id: user_id.to_string(),
-            })
-            .await;
         let existing = self.store.get_pair(appid, user_id).await?;
         let expected_version = existing.as_ref().map_or(0, |r| r.version);
         let mut record = existing.unwrap_or_else(|| PairRecord {
@@ -665,14 +722,7 @@ impl Engine {
                 log: None,
             })
             .await?;
-        self.plan(
-            SubjectKey::Pair {
-                appid: appid.to_string(),
-                user_id: user_id.to_string(),
-            },
-            next,
-        );
-        Ok(result)
+        Ok((result, next))
     }
 
     /// P6: the user launched the app.
@@ -697,7 +747,7 @@ impl Engine {
         let sealed = self.sealer.seal(token);
         self.with_pair(&app, user_id, |pair, record, _| {
             pair.token_set();
-            record.token_sealed = Some(sealed);
+            record.token_sealed = Some(sealed.clone());
             Ok(())
         })
         .await

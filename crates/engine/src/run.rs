@@ -19,10 +19,22 @@ use tokio::sync::watch;
 
 /// Delays before the second, third and fourth attempt of a delivery (api.md).
 pub const DELIVERY_RETRY_MS: [i64; 3] = [5_000, 30_000, 120_000];
-/// The longest wait between looks at the due-index when nothing is planned.
-const IDLE_WAIT_MS: i64 = 60_000;
+/// Subjects claimed per look at the store.
+const CLAIM_BATCH: i64 = 256;
 /// Finished deliveries and host events are kept this long (api.md).
 pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
+
+/// A finished fetch, ready to be recorded.
+struct FetchCompletion {
+    completed: Instant,
+    outcome: FetchOutcome,
+    retry_after_ms: Option<i64>,
+    jitter: i64,
+    base: String,
+    body: String,
+    etag: Option<String>,
+    log: FetchLogEntry,
+}
 
 /// What a fetch returns to its caller (`fetch-now` answers with it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +53,29 @@ impl Engine {
                 return;
             }
             let now = self.now();
-            for (due_at, subject) in self.take_due(now) {
+            let lease_until = now.plus_millis(self.settings.claim_lease_ms);
+            // The store is the due-index: claim what is due, so that in a fleet each
+            // subject is woken by one node, and a dead node's claims expire.
+            let claimed = match self
+                .store
+                .claim_due(
+                    &self.settings.node_id,
+                    now.as_millis(),
+                    lease_until.as_millis(),
+                    CLAIM_BATCH,
+                )
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(%error, "claiming due subjects failed; retrying");
+                    Vec::new()
+                }
+            };
+            // Local hints at or before now are covered by the claim (or by another node).
+            self.take_due(now);
+            let full_batch = claimed.len() as i64 == CLAIM_BATCH;
+            for (subject, due_at) in claimed {
                 let result = match &subject {
                     SubjectKey::Device(id) => self.wake_device(id, due_at).await,
                     SubjectKey::Pair { appid, user_id } => {
@@ -49,11 +83,15 @@ impl Engine {
                     }
                 };
                 if let Err(error) = result {
-                    tracing::warn!(?subject, %error, "waking a subject failed; trying again in a minute");
-                    self.plan(subject, Some(self.now().plus_millis(IDLE_WAIT_MS)));
+                    // The claim stays until its lease ends; then any node tries again.
+                    tracing::warn!(?subject, %error, "waking a subject failed");
                 }
             }
-            let wake_at = self.earliest_due().unwrap_or(now.plus_millis(IDLE_WAIT_MS));
+            if full_batch {
+                continue;
+            }
+            let poll_at = now.plus_millis(self.settings.poll_interval_ms);
+            let wake_at = self.earliest_due().map_or(poll_at, |at| at.min(poll_at));
             tokio::select! {
                 _ = self.clock.sleep_until(wake_at) => {}
                 _ = self.due_changed.notified() => {}
@@ -178,55 +216,32 @@ impl Engine {
             bytes: result.bytes as i64,
             duration_ms: elapsed.as_millis() as i64,
         };
-        // Record under the pair's lock, on its current version.
+        // Record under the pair's lock, on its current version; another node may have
+        // changed the pair meanwhile (a launch, a token): then read and apply again.
         let _guard = self
             .lock(SubjectKey::Pair {
                 appid: appid.to_string(),
                 user_id: user_id.to_string(),
             })
             .await;
-        let mut record = self
-            .store
-            .get_pair(appid, user_id)
-            .await?
-            .unwrap_or_default();
-        let mut pair: refreshd_rules::periodic::FetchPair =
-            serde_json::from_str(&record.state).map_err(EngineError::corrupt)?;
-        pair.record_outcome(completed, result.outcome, retry_after_ms, jitter);
-        let mut cache = FetchCache {
-            data: record.cached_data.take(),
-            time_stamp_ms: record.cached_at,
-            etag: record
-                .etag
-                .take()
-                .zip(record.etag_url.take())
-                .map(|(e, u)| (u, e)),
+        let completion = FetchCompletion {
+            completed,
+            outcome: result.outcome,
+            retry_after_ms,
+            jitter,
+            base: base.clone().unwrap_or_default(),
+            body: result.body.unwrap_or_default(),
+            etag: result.etag,
+            log,
         };
-        cache.apply(
-            result.outcome,
-            base.as_deref().unwrap_or_default(),
-            result.body.unwrap_or_default(),
-            result.etag,
-            completed.as_millis(),
-        );
-        record.cached_data = cache.data;
-        record.cached_at = cache.time_stamp_ms;
-        (record.etag_url, record.etag) = match cache.etag {
-            Some((url, etag)) => (Some(url), Some(etag)),
-            None => (None, None),
+        let mut attempts = 0;
+        let (time_stamp, next) = loop {
+            attempts += 1;
+            match self.record_fetch(&app, user_id, &completion).await {
+                Err(EngineError::Store(refreshd_store::StoreError::Conflict)) if attempts < 8 => {}
+                other => break other?,
+            }
         };
-        let next = pair.next_wakeup(completed, &app);
-        record.state = serde_json::to_string(&pair).map_err(EngineError::corrupt)?;
-        record.next_wake_at = next.map(Instant::as_millis);
-        let expected_version = record.version;
-        let time_stamp = record.cached_at;
-        self.store
-            .commit_pair(&PairCommit {
-                record,
-                expected_version,
-                log: Some(log),
-            })
-            .await?;
         self.plan(
             SubjectKey::Pair {
                 appid: appid.to_string(),
@@ -238,6 +253,63 @@ impl Engine {
             time_stamp,
             ..report
         })
+    }
+
+    /// Applies a completed fetch to the pair, its cache and its log, in one commit.
+    async fn record_fetch(
+        &self,
+        app: &refreshd_rules::periodic::App,
+        user_id: &str,
+        done: &FetchCompletion,
+    ) -> Result<(Option<i64>, Option<Instant>), EngineError> {
+        let mut record = self
+            .store
+            .get_pair(app.appid(), user_id)
+            .await?
+            .unwrap_or_default();
+        let mut pair: refreshd_rules::periodic::FetchPair =
+            serde_json::from_str(&record.state).map_err(EngineError::corrupt)?;
+        pair.record_outcome(
+            done.completed,
+            done.outcome,
+            done.retry_after_ms,
+            done.jitter,
+        );
+        let mut cache = FetchCache {
+            data: record.cached_data.take(),
+            time_stamp_ms: record.cached_at,
+            etag: record
+                .etag
+                .take()
+                .zip(record.etag_url.take())
+                .map(|(e, u)| (u, e)),
+        };
+        cache.apply(
+            done.outcome,
+            &done.base,
+            done.body.clone(),
+            done.etag.clone(),
+            done.completed.as_millis(),
+        );
+        record.cached_data = cache.data;
+        record.cached_at = cache.time_stamp_ms;
+        (record.etag_url, record.etag) = match cache.etag {
+            Some((url, etag)) => (Some(url), Some(etag)),
+            None => (None, None),
+        };
+        let next = pair.next_wakeup(done.completed, app);
+        record.state = serde_json::to_string(&pair).map_err(EngineError::corrupt)?;
+        record.next_wake_at = next.map(Instant::as_millis);
+        let expected_version = record.version;
+        let time_stamp = record.cached_at;
+        self.store
+            .commit_pair(&PairCommit {
+                record,
+                expected_version,
+                log: Some(done.log.clone()),
+            })
+            .await?;
+        Ok((time_stamp, next))
     }
 
     /// Sends due deliveries until `shutdown` turns true.

@@ -69,6 +69,13 @@ pub struct ServeArgs {
     /// API burst per key [default: 100].
     #[arg(long, env = "REFRESHD_RATE_LIMIT_BURST")]
     rate_limit_burst: Option<u32>,
+    /// This node's name in claims on due work [default: random per start].
+    #[arg(long, env = "REFRESHD_NODE_ID")]
+    node_id: Option<String>,
+    /// How often to look in the store for due work other nodes planned, in
+    /// milliseconds [default: 1000].
+    #[arg(long, env = "REFRESHD_POLL_INTERVAL_MS")]
+    poll_interval_ms: Option<u64>,
 }
 
 /// The TOML file: the same settings, plus cloud environments.
@@ -89,6 +96,8 @@ struct FileSettings {
     per_origin_limit: Option<usize>,
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
+    node_id: Option<String>,
+    poll_interval_ms: Option<u64>,
     #[serde(default)]
     cloud: CloudSettings,
 }
@@ -121,6 +130,8 @@ struct Settings {
     per_origin_limit: usize,
     rate_limit_per_second: u32,
     rate_limit_burst: u32,
+    node_id: String,
+    poll_interval: Duration,
     cloud_envs: HashMap<String, String>,
 }
 
@@ -197,6 +208,16 @@ fn resolve(args: ServeArgs) -> Result<Settings> {
             .rate_limit_burst
             .or(file.rate_limit_burst)
             .unwrap_or(100),
+        node_id: args
+            .node_id
+            .or(file.node_id)
+            .unwrap_or_else(|| refreshd_engine::engine::new_id("node_")),
+        poll_interval: Duration::from_millis(
+            args.poll_interval_ms
+                .or(file.poll_interval_ms)
+                .unwrap_or(1000)
+                .max(10),
+        ),
         cloud_envs: file
             .cloud
             .envs
@@ -334,11 +355,19 @@ async fn serve(settings: Settings) -> Result<()> {
     };
     let fetcher = Arc::new(Fetcher::new(DestinationPolicy::new(trusted), limits)?);
     let sealer = TokenSealer::new(&secret_key(&settings.data_dir)?);
+    // Leases and polling are real durations; the engine measures them on its clock,
+    // which runs `warp` times faster under --time-warp.
+    let warp = settings.time_warp.unwrap_or(1.0);
+    let on_clock = |real: Duration| (real.as_millis() as f64 * warp) as i64;
+    let deadline = settings.fetch_deadline;
     let engine_settings = EngineSettings {
         device: settings.device,
         fetch_jitter_minutes: settings.fetch_jitter_minutes,
         cloud_envs: settings.cloud_envs.clone(),
-        fetch_lease_ms: settings.fetch_deadline.as_millis() as i64 * 4,
+        fetch_lease_ms: on_clock(deadline * 4),
+        node_id: settings.node_id.clone(),
+        claim_lease_ms: on_clock(deadline * 2 + Duration::from_secs(10)),
+        poll_interval_ms: on_clock(settings.poll_interval),
     };
     let engine = Engine::new(store.clone(), clock, fetcher, sealer, engine_settings);
     let planned = engine.load_due_index().await?;

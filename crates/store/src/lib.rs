@@ -126,6 +126,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<FetchLogEntry>>;
 
     // ---- scheduling
+    /// Claims up to `limit` subjects due at or before `now` that no other node holds,
+    /// for `node` until `lease_until`. A commit of the subject releases its claim; a
+    /// claim whose node died expires at `lease_until`.
+    async fn claim_due(
+        &self,
+        node: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(SubjectKey, i64)>>;
     /// Every subject with a planned wake-up: the engine's due-index is built from this.
     async fn planned_wakeups(&self) -> StoreResult<Vec<(SubjectKey, i64)>>;
     /// Pairs whose state says a fetch was ordered; used to recover after a crash.

@@ -324,7 +324,7 @@ impl Store for SqliteStore {
     async fn commit_device(&self, commit: &DeviceCommit) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
         let updated = sqlx::query(
-            "UPDATE devices SET state = ?, version = version + 1, next_wake_at = ? WHERE device_id = ? AND version = ?",
+            "UPDATE devices SET state = ?, version = version + 1, next_wake_at = ?, claimed_by = NULL, claim_until = NULL WHERE device_id = ? AND version = ?",
         )
         .bind(&commit.state)
         .bind(commit.next_wake_at)
@@ -640,7 +640,7 @@ impl Store for SqliteStore {
             })?;
         } else {
             let updated = sqlx::query(
-                "UPDATE fetch_pairs SET state = ?, version = version + 1, next_wake_at = ?, token_sealed = ?, cached_data = ?, cached_at = ?, etag = ?, etag_url = ?
+                "UPDATE fetch_pairs SET state = ?, version = version + 1, next_wake_at = ?, claimed_by = NULL, claim_until = NULL, token_sealed = ?, cached_data = ?, cached_at = ?, etag = ?, etag_url = ?
                  WHERE appid = ? AND user_id = ? AND version = ?",
             )
             .bind(&r.state)
@@ -709,6 +709,62 @@ impl Store for SqliteStore {
                 duration_ms: row.get("duration_ms"),
             })
             .collect())
+    }
+
+    async fn claim_due(
+        &self,
+        node: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(SubjectKey, i64)>> {
+        // One writer connection: the select and the update cannot interleave with
+        // another claim.
+        let mut tx = self.writer.begin().await?;
+        let mut claimed = Vec::new();
+        let devices = sqlx::query(
+            "UPDATE devices SET claimed_by = ?, claim_until = ?
+             WHERE device_id IN (SELECT device_id FROM devices
+                 WHERE next_wake_at IS NOT NULL AND next_wake_at <= ? AND (claim_until IS NULL OR claim_until < ?)
+                 ORDER BY next_wake_at LIMIT ?)
+             RETURNING device_id, next_wake_at",
+        )
+        .bind(node)
+        .bind(lease_until)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in devices {
+            claimed.push((SubjectKey::Device(row.get(0)), row.get(1)));
+        }
+        let pairs = sqlx::query(
+            "UPDATE fetch_pairs SET claimed_by = ?, claim_until = ?
+             WHERE (appid, user_id) IN (SELECT appid, user_id FROM fetch_pairs
+                 WHERE next_wake_at IS NOT NULL AND next_wake_at <= ? AND (claim_until IS NULL OR claim_until < ?)
+                 ORDER BY next_wake_at LIMIT ?)
+             RETURNING appid, user_id, next_wake_at",
+        )
+        .bind(node)
+        .bind(lease_until)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in pairs {
+            claimed.push((
+                SubjectKey::Pair {
+                    appid: row.get(0),
+                    user_id: row.get(1),
+                },
+                row.get(2),
+            ));
+        }
+        tx.commit().await?;
+        claimed.sort_by_key(|(_, at)| *at);
+        Ok(claimed)
     }
 
     async fn planned_wakeups(&self) -> StoreResult<Vec<(SubjectKey, i64)>> {

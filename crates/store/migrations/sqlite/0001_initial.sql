@@ -30,7 +30,10 @@ CREATE TABLE devices (
     user_id         TEXT NOT NULL,
     state           TEXT NOT NULL,
     version         INTEGER NOT NULL,
-    next_wake_at    INTEGER
+    next_wake_at    INTEGER,
+    -- The node that is waking this device, and until when (a lease).
+    claimed_by      TEXT,
+    claim_until     INTEGER
 );
 CREATE INDEX devices_due ON devices(next_wake_at) WHERE next_wake_at IS NOT NULL;
 
@@ -95,6 +98,8 @@ CREATE TABLE fetch_pairs (
     state           TEXT NOT NULL,
     version         INTEGER NOT NULL,
     next_wake_at    INTEGER,
+    claimed_by      TEXT,
+    claim_until     INTEGER,
     token_sealed    BLOB,
     cached_data     TEXT,
     cached_at       INTEGER,
