@@ -39,6 +39,9 @@ pub struct EngineSettings {
     pub claim_lease_ms: i64,
     /// How often the store is asked for due work that other nodes planned.
     pub poll_interval_ms: i64,
+    /// How long a claimed delivery is held before another node may send it again;
+    /// longer than one attempt's deadline.
+    pub delivery_lease_ms: i64,
 }
 
 impl Default for EngineSettings {
@@ -51,6 +54,7 @@ impl Default for EngineSettings {
             node_id: new_id("node_"),
             claim_lease_ms: 60_000,
             poll_interval_ms: 1_000,
+            delivery_lease_ms: 30_000,
         }
     }
 }
@@ -139,6 +143,20 @@ impl Engine {
 
     pub(crate) fn announce_events(&self, device_id: &str) {
         let _ = self.host_events.send(device_id.to_string());
+        // Other nodes of a fleet hear of it through the store; best effort, since SSE
+        // streams also re-read the store every few seconds.
+        let store = self.store.clone();
+        let device_id = device_id.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = store.publish_host_event(&device_id).await {
+                tracing::debug!(%error, "announcing host events to other nodes failed");
+            }
+        });
+    }
+
+    /// Where announcements from other nodes are fed in.
+    pub fn host_event_sender(&self) -> broadcast::Sender<String> {
+        self.host_events.clone()
     }
 
     /// Rebuilds the due-index from the store (at start, T5 catch-up follows naturally:

@@ -326,7 +326,15 @@ impl Engine {
                 }
                 next_prune = now.plus_millis(3_600_000);
             }
-            match self.store.due_deliveries(now.as_millis(), 64).await {
+            match self
+                .store
+                .claim_deliveries(
+                    now.as_millis(),
+                    now.plus_millis(self.settings.delivery_lease_ms).as_millis(),
+                    64,
+                )
+                .await
+            {
                 Ok(due) => {
                     let sends = due.into_iter().map(|d| {
                         let engine = self.clone();

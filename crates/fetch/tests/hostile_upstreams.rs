@@ -4,6 +4,15 @@
 //! 127.0.0.1, which stays blocked, and counts every connection it receives. Timeouts use
 //! short deadlines configured for the test; no test sleeps or asserts a duration.
 
+/// Test output is captured unless a test fails; a skip must be seen anyway, so it is
+/// written to the process's stderr directly.
+macro_rules! say_loudly {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use refreshd_fetch::client::{check_url, UrlProblem};
 use refreshd_fetch::{
     fetch_periodic, DestinationPolicy, FetchFailure, FetchLimits, Fetcher, NameResolver,
@@ -339,7 +348,9 @@ async fn dns_rebinding_and_mixed_answers_only_dial_the_allowed_address() {
         let listener = TcpListener::bind(("127.0.0.2", sentinel.port)).await;
         match listener {
             Ok(l) => l,
-            Err(_) => return eprintln!("SKIPPED: could not bind 127.0.0.2 on the sentinel's port"),
+            Err(_) => {
+                return say_loudly!("SKIPPED: could not bind 127.0.0.2 on the sentinel's port")
+            }
         }
     };
     let served = Arc::new(AtomicUsize::new(0));

@@ -11,7 +11,7 @@ use refreshd_engine::secrets::{hash_key, new_api_key, random_bytes, SecretKey, T
 use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock, WarpClock};
 use refreshd_fetch::{DestinationPolicy, FetchLimits, Fetcher};
 use refreshd_rules::device::DeviceSettings;
-use refreshd_store::{KeyKind, KeyRecord, SqliteStore, Store};
+use refreshd_store::{KeyKind, KeyRecord, PgStore, SqliteStore, Store};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Where the SQLite file and generated keys live [default: ./refreshd-data].
     #[arg(long, env = "REFRESHD_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The store: a PostgreSQL URL (postgres://…) for a fleet of nodes, or a SQLite
+    /// file path [default: DATA_DIR/refreshd.sqlite3].
+    #[arg(long, env = "REFRESHD_STORE")]
+    store: Option<String>,
     /// API address [default: 127.0.0.1:8080].
     #[arg(long, env = "REFRESHD_LISTEN")]
     listen: Option<SocketAddr>,
@@ -69,6 +73,10 @@ pub struct ServeArgs {
     /// API burst per key [default: 100].
     #[arg(long, env = "REFRESHD_RATE_LIMIT_BURST")]
     rate_limit_burst: Option<u32>,
+    /// How long a node's claim on due work lasts; a dead node's work is taken over
+    /// after this [default: 10].
+    #[arg(long, env = "REFRESHD_CLAIM_LEASE_SECONDS")]
+    claim_lease_seconds: Option<u64>,
     /// This node's name in claims on due work [default: random per start].
     #[arg(long, env = "REFRESHD_NODE_ID")]
     node_id: Option<String>,
@@ -83,6 +91,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
     #[serde(default)]
@@ -98,6 +107,7 @@ struct FileSettings {
     rate_limit_burst: Option<u32>,
     node_id: Option<String>,
     poll_interval_ms: Option<u64>,
+    claim_lease_seconds: Option<u64>,
     #[serde(default)]
     cloud: CloudSettings,
 }
@@ -119,6 +129,7 @@ struct CloudEnv {
 #[derive(Debug)]
 struct Settings {
     data_dir: PathBuf,
+    store: Option<String>,
     listen: SocketAddr,
     metrics_listen: SocketAddr,
     allow_destination: Vec<String>,
@@ -132,6 +143,7 @@ struct Settings {
     rate_limit_burst: u32,
     node_id: String,
     poll_interval: Duration,
+    claim_lease: Duration,
     cloud_envs: HashMap<String, String>,
 }
 
@@ -169,6 +181,7 @@ fn resolve(args: ServeArgs) -> Result<Settings> {
         args.max_forms.or(file.max_forms).unwrap_or(512),
     )?;
     Ok(Settings {
+        store: args.store.or(file.store),
         data_dir: args
             .data_dir
             .or(file.data_dir)
@@ -212,6 +225,12 @@ fn resolve(args: ServeArgs) -> Result<Settings> {
             .node_id
             .or(file.node_id)
             .unwrap_or_else(|| refreshd_engine::engine::new_id("node_")),
+        claim_lease: Duration::from_secs(
+            args.claim_lease_seconds
+                .or(file.claim_lease_seconds)
+                .unwrap_or(10)
+                .max(1),
+        ),
         poll_interval: Duration::from_millis(
             args.poll_interval_ms
                 .or(file.poll_interval_ms)
@@ -337,8 +356,28 @@ pub fn run(args: ServeArgs) -> Result<()> {
 async fn serve(settings: Settings) -> Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
-    let store = SqliteStore::open(&settings.data_dir.join("refreshd.sqlite3")).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store: Arc<dyn Store> = match settings.store.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            // Never print the URL: it may carry a password.
+            println!("store: PostgreSQL (fleet mode, node {})", settings.node_id);
+            Arc::new(
+                PgStore::open(url)
+                    .await
+                    .context("cannot open the PostgreSQL store")?,
+            )
+        }
+        other => {
+            let path = other
+                .map(PathBuf::from)
+                .unwrap_or_else(|| settings.data_dir.join("refreshd.sqlite3"));
+            println!("store: SQLite at {}", path.display());
+            Arc::new(
+                SqliteStore::open(&path)
+                    .await
+                    .with_context(|| format!("cannot open {}", path.display()))?,
+            )
+        }
+    };
     let clock: Arc<dyn Clock> = match settings.time_warp {
         Some(factor) => {
             tracing::warn!(factor, "TIME WARP: the clock runs {factor} times faster than real time; never use this in production");
@@ -366,11 +405,16 @@ async fn serve(settings: Settings) -> Result<()> {
         cloud_envs: settings.cloud_envs.clone(),
         fetch_lease_ms: on_clock(deadline * 4),
         node_id: settings.node_id.clone(),
-        claim_lease_ms: on_clock(deadline * 2 + Duration::from_secs(10)),
+        claim_lease_ms: on_clock(settings.claim_lease),
         poll_interval_ms: on_clock(settings.poll_interval),
+        delivery_lease_ms: on_clock(deadline * 2),
     };
     let engine = Engine::new(store.clone(), clock, fetcher, sealer, engine_settings);
     let planned = engine.load_due_index().await?;
+    // Other nodes' host events reach this node's SSE streams (PostgreSQL NOTIFY).
+    let forward_store = store.clone();
+    let forward_sink = engine.host_event_sender();
+    tokio::spawn(async move { forward_store.forward_host_events(forward_sink).await });
 
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(settings.metrics_listen)

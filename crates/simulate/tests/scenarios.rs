@@ -3,6 +3,15 @@
 //! offset), lines within one instant compared as a multiset, output never going back
 //! in time.
 
+/// Test output is captured unless a test fails; a skip must be seen anyway, so it is
+/// written to the process's stderr directly.
+macro_rules! say_loudly {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use jiff::Timestamp;
 use proptest::prelude::*;
 use refreshd_simulate::{output, Scenario, Simulation};
@@ -118,7 +127,7 @@ fn project_scenarios_match_expected_output() {
 fn shared_public_scenarios_match_expected_output() {
     let shared = repo_root().join("../shared/scenarios");
     if !shared.is_dir() {
-        eprintln!(
+        say_loudly!(
             "SKIPPED: {} not found (a clone without ../shared); the project's own copies in tests/scenarios still ran",
             shared.display()
         );

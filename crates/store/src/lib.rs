@@ -1,6 +1,7 @@
 //! refreshd's storage.
 //!
-//! One trait, [`Store`], over what the engine and the API keep: keys, apps, providers,
+//! One trait, [`Store`], with two backends: [`SqliteStore`] (embedded, one node) and
+//! [`PgStore`] (PostgreSQL, a fleet of nodes). The trait covers what the engine and the API keep: keys, apps, providers,
 //! devices (with their rules state), forms and their data, deliveries, host events, and
 //! per-user fetch state with its cache and log. The store knows SQL and nothing about
 //! the rules: subject state arrives as serialized text and leaves the same way.
@@ -9,9 +10,11 @@
 //! notes) is written by one call in one transaction, guarded by the subject's version,
 //! so a crash loses nothing committed and two writers never both win.
 
+mod postgres;
 mod records;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -103,7 +106,13 @@ pub trait Store: Send + Sync + 'static {
     async fn recent_decisions(&self, form_id: &str, limit: i64) -> StoreResult<Vec<DecisionNote>>;
 
     // ---- deliveries
-    async fn due_deliveries(&self, now: i64, limit: i64) -> StoreResult<Vec<DeliveryRecord>>;
+    /// Claims up to `limit` deliveries due at or before `now` until `lease_until`.
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
     async fn finish_delivery(&self, delivery_id: &str, finish: &DeliveryFinish) -> StoreResult<()>;
 
     // ---- host events
@@ -140,6 +149,20 @@ pub trait Store: Send + Sync + 'static {
     async fn planned_wakeups(&self) -> StoreResult<Vec<(SubjectKey, i64)>>;
     /// Pairs whose state says a fetch was ordered; used to recover after a crash.
     async fn all_pairs_of_app(&self, appid: &str) -> StoreResult<Vec<PairRecord>>;
+
+    // ---- host events across nodes
+    /// Tells the other nodes that `device_id` has new host events. One node: nothing.
+    async fn publish_host_event(&self, _device_id: &str) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Forwards other nodes' announcements into `sink` until the store closes. One node:
+    /// returns at once.
+    async fn forward_host_events(
+        &self,
+        _sink: tokio::sync::broadcast::Sender<String>,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
 
     // ---- retention
     /// Deletes finished deliveries and events older than `before`.

@@ -444,7 +444,7 @@ impl Store for SqliteStore {
         // identity in the rules (F22).
         let row = sqlx::query(
             "INSERT INTO counters (name, value) VALUES ('form_num', 1)
-             ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+             ON CONFLICT(name) DO UPDATE SET value = counters.value + 1 RETURNING value",
         )
         .fetch_one(&self.writer)
         .await?;
@@ -518,16 +518,27 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn due_deliveries(&self, now: i64, limit: i64) -> StoreResult<Vec<DeliveryRecord>> {
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        // Claiming moves the next attempt to the end of the lease: no other node picks it
+        // up meanwhile, and if this node dies it is sent again, under the same id, then.
         let rows = sqlx::query(
-            "SELECT delivery_id, form_id, device_id, provider, body, attempts, next_attempt_at FROM deliveries
-             WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ? AND state = 'pending' ORDER BY next_attempt_at LIMIT ?",
+            "UPDATE deliveries SET next_attempt_at = ?
+             WHERE delivery_id IN (SELECT delivery_id FROM deliveries
+                 WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ? AND state = 'pending'
+                 ORDER BY next_attempt_at LIMIT ?)
+             RETURNING delivery_id, form_id, device_id, provider, body, attempts, next_attempt_at",
         )
+        .bind(lease_until)
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.reader)
+        .fetch_all(&self.writer)
         .await?;
-        Ok(rows
+        let mut claimed: Vec<DeliveryRecord> = rows
             .iter()
             .map(|row| DeliveryRecord {
                 delivery_id: row.get("delivery_id"),
@@ -538,7 +549,9 @@ impl Store for SqliteStore {
                 attempts: row.get("attempts"),
                 next_attempt_at: row.get("next_attempt_at"),
             })
-            .collect())
+            .collect();
+        claimed.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+        Ok(claimed)
     }
 
     async fn finish_delivery(&self, delivery_id: &str, finish: &DeliveryFinish) -> StoreResult<()> {

@@ -53,6 +53,16 @@ pub struct Service {
 impl Service {
     /// Starts `refreshd serve` on `data_dir` and waits until it listens.
     pub fn start(data_dir: &Path, epoch: &str, extra: &[&str]) -> Service {
+        Self::start_with_env(data_dir, epoch, extra, &[])
+    }
+
+    /// As `start`, with extra environment variables (shared secrets of a fleet).
+    pub fn start_with_env(
+        data_dir: &Path,
+        epoch: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Service {
         let stderr_log = data_dir.join(format!("stderr-{}.log", fastrand_suffix()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_refreshd"))
             .args([
@@ -74,6 +84,7 @@ impl Service {
             .env_remove("REFRESHD_ADMIN_KEY")
             .env_remove("REFRESHD_SECRET_KEY")
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).unwrap())
             .spawn()
@@ -95,10 +106,13 @@ impl Service {
                     std::fs::read_to_string(&stderr_log).unwrap_or_default()
                 )
             });
-        let operator = std::fs::read_to_string(data_dir.join("data/operator.key"))
-            .unwrap()
-            .trim()
-            .to_string();
+        let operator = match env.iter().find(|(k, _)| *k == "REFRESHD_ADMIN_KEY") {
+            Some((_, key)) => key.to_string(),
+            None => std::fs::read_to_string(data_dir.join("data/operator.key"))
+                .unwrap()
+                .trim()
+                .to_string(),
+        };
         Service {
             child,
             base,

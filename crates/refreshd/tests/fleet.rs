@@ -1,0 +1,181 @@
+//! Fleet mode: two `refreshd serve` nodes on one PostgreSQL. Needs
+//! `REFRESHD_TEST_DATABASE_URL` (.ci/run sets it); without it, says so and skips.
+
+mod support;
+
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use support::*;
+
+macro_rules! say_loudly {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// A fresh schema in the test database, migrated, and a URL that selects it.
+async fn fleet_database(test: &str) -> Option<String> {
+    let Ok(url) = std::env::var("REFRESHD_TEST_DATABASE_URL") else {
+        say_loudly!("SKIPPED {test}: REFRESHD_TEST_DATABASE_URL is not set (.ci/run sets it)");
+        return None;
+    };
+    let schema = format!(
+        "fleet_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000_000
+    );
+    refreshd_store::PgStore::open_in_schema(&url, Some(&schema))
+        .await
+        .expect("PostgreSQL reachable")
+        .close()
+        .await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(format!(
+        "{url}{separator}options=-c%20search_path%3D{schema}"
+    ))
+}
+
+const ADMIN: &str = "rfdo_fleet_test_operator_key_0123456789abcdef0123456789";
+const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_work_survive_a_kill_and_never_duplicate() {
+    let Some(url) = fleet_database("two_nodes_share_work_survive_a_kill_and_never_duplicate").await
+    else {
+        return;
+    };
+    let provider = Provider::default();
+    let refresh_url = provider.start().await;
+    let epoch = epoch_now();
+    let env = [
+        ("REFRESHD_ADMIN_KEY", ADMIN),
+        ("REFRESHD_SECRET_KEY", SECRET),
+    ];
+    let args = [
+        "--store",
+        url.as_str(),
+        "--claim-lease-seconds",
+        "2",
+        "--poll-interval-ms",
+        "100",
+    ];
+    let (dir_a, dir_b) = (temp_dir("fleet-a"), temp_dir("fleet-b"));
+    let a = Service::start_with_env(&dir_a, &epoch, &args, &env);
+    let b = Service::start_with_env(&dir_b, &epoch, &args, &env);
+
+    // Set up through node A; node B serves the same subjects.
+    let (_, p) = a.call("POST", "/v1/admin/providers", ADMIN, Some(json!({"provider": "p", "refresh_url": refresh_url, "system_app": false, "api_version": 11}))).await;
+    let provider_key = p["provider_key"].as_str().unwrap().to_string();
+    let (status, _) = b
+        .call(
+            "PUT",
+            "/v1/providers/p/form-config",
+            &provider_key,
+            Some(json!({"forms": [{"name": "w", "updateEnabled": true, "updateDuration": 1}]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut devices = Vec::new();
+    for i in 0..4 {
+        let (_, d) = a.call("POST", "/v1/admin/devices", ADMIN, Some(json!({"device_id": format!("d{i}"), "user_id": format!("u{i}"), "zone": "UTC"}))).await;
+        let key = d["device_key"].as_str().unwrap().to_string();
+        let (status, form) = b
+            .call(
+                "POST",
+                "/v1/forms",
+                &key,
+                Some(json!({"provider": "p", "form_name": "w"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{form}");
+        devices.push((key, form["form_id"].as_str().unwrap().to_string()));
+    }
+    // SSE through node B hears data delivered by whichever node woke the device.
+    let mut events = b
+        .client
+        .get(format!("{}/v1/events", b.base))
+        .bearer_auth(&devices[0].0)
+        .send()
+        .await
+        .unwrap();
+    let interval = || {
+        provider
+            .deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.2["trigger"] == "interval")
+            .count()
+    };
+    eventually(60, "interval deliveries from the fleet", || async {
+        (interval() >= 8).then_some(())
+    })
+    .await;
+    let mut seen = String::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(chunk)) = events.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("\"trigger\":\"interval\"") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(seen.contains("\"trigger\":\"interval\""), "{seen}");
+
+    // Kill node A without warning; node B takes over its claims after the lease.
+    a.kill9();
+    let before = interval();
+    eventually(60, "deliveries continue on node B", || async {
+        (interval() >= before + 8).then_some(())
+    })
+    .await;
+    let (status, explain) = b
+        .call(
+            "GET",
+            &format!("/v1/forms/{}/explain", devices[1].1),
+            &devices[1].0,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{explain}");
+
+    // Every decision was delivered under one id, and no slot was decided twice.
+    let mut ids_per_slot: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut slots_per_form: HashMap<String, Vec<String>> = HashMap::new();
+    for (id, _, body, _) in provider.deliveries.lock().unwrap().iter() {
+        let slot = format!(
+            "{}|{}|{}",
+            body["form_id"], body["trigger"], body["decided_at"]
+        );
+        if ids_per_slot
+            .entry(slot.clone())
+            .or_default()
+            .insert(id.clone())
+            && body["trigger"] == "interval"
+        {
+            slots_per_form
+                .entry(body["form_id"].to_string())
+                .or_default()
+                .push(body["decided_at"].to_string());
+        }
+    }
+    assert!(
+        ids_per_slot.values().all(|ids| ids.len() == 1),
+        "a decision delivered under two ids"
+    );
+    for (form, slots) in slots_per_form {
+        let distinct: HashSet<_> = slots.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            slots.len(),
+            "form {form} refreshed twice for one tick"
+        );
+    }
+    drop(b);
+}

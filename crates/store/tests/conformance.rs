@@ -1,0 +1,501 @@
+//! One conformance suite for every store backend: SQLite always, PostgreSQL when
+//! `REFRESHD_TEST_DATABASE_URL` is set (each run in a schema of its own). Without the
+//! variable the PostgreSQL half says loudly that it was skipped.
+
+/// Test output is captured unless a test fails; a skip must be seen anyway, so it is
+/// written to the process's stderr directly.
+macro_rules! say_loudly {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+use refreshd_store::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+async fn sqlite() -> Arc<dyn Store> {
+    let dir = std::env::temp_dir().join(unique("refreshd-conformance"));
+    std::fs::create_dir_all(&dir).unwrap();
+    Arc::new(SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap())
+}
+
+/// A fresh PostgreSQL schema, or `None` (after saying so) when no database is given.
+async fn postgres(test: &str) -> Option<Arc<dyn Store>> {
+    let Ok(url) = std::env::var("REFRESHD_TEST_DATABASE_URL") else {
+        say_loudly!("SKIPPED PostgreSQL half of {test}: REFRESHD_TEST_DATABASE_URL is not set (.ci/run sets it)");
+        return None;
+    };
+    let schema = unique("t");
+    Some(Arc::new(
+        PgStore::open_in_schema(&url, Some(&schema))
+            .await
+            .expect("PostgreSQL reachable at REFRESHD_TEST_DATABASE_URL"),
+    ))
+}
+
+/// Runs `check` against every backend available.
+macro_rules! conformance {
+    ($name:ident, $check:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $check(sqlite().await).await;
+            if let Some(store) = postgres(stringify!($name)).await {
+                $check(store).await;
+            }
+        }
+    };
+}
+
+fn device(id: &str) -> DeviceRecord {
+    DeviceRecord {
+        device_id: id.into(),
+        user_id: "u".into(),
+        state: "{}".into(),
+        version: 1,
+    }
+}
+
+fn form(id: &str, num: i64, device: &str) -> FormRecord {
+    FormRecord {
+        form_id: id.into(),
+        form_num: num,
+        device_id: device.into(),
+        provider: "p".into(),
+        form_name: "w".into(),
+        created_at: 1,
+    }
+}
+
+async fn provider(store: &dyn Store) -> ProviderRecord {
+    store
+        .insert_provider(&NewProvider {
+            provider: "p".into(),
+            refresh_url: "https://p.example/r".into(),
+            system_app: false,
+            api_version: 11,
+            signing_secret: "s".into(),
+        })
+        .await
+        .unwrap()
+}
+
+async fn keys_are_found_by_hash_and_rotation_revokes(store: Arc<dyn Store>) {
+    let key = |hash: &[u8]| KeyRecord {
+        key_hash: hash.to_vec(),
+        kind: KeyKind::App,
+        principal: "wx1".into(),
+        created_at: 1,
+    };
+    store.insert_key(&key(b"old")).await.unwrap();
+    assert_eq!(
+        store.find_key(b"old").await.unwrap().unwrap().principal,
+        "wx1"
+    );
+    assert!(matches!(
+        store.insert_key(&key(b"old")).await,
+        Err(StoreError::Exists)
+    ));
+    store.rotate_key(&key(b"new"), 2).await.unwrap();
+    assert!(store.find_key(b"old").await.unwrap().is_none());
+    assert_eq!(
+        store.find_key(b"new").await.unwrap().unwrap().kind,
+        KeyKind::App
+    );
+}
+conformance!(keys, keys_are_found_by_hash_and_rotation_revokes);
+
+async fn apps_and_providers_keep_what_was_written(store: Arc<dyn Store>) {
+    store.insert_app("wx1", "{\"a\":1}").await.unwrap();
+    assert!(matches!(
+        store.insert_app("wx1", "{}").await,
+        Err(StoreError::Exists)
+    ));
+    assert!(matches!(
+        store.put_app("nope", "{}").await,
+        Err(StoreError::NotFound)
+    ));
+    store.put_app("wx1", "{\"a\":2}").await.unwrap();
+    assert_eq!(
+        store.get_app("wx1").await.unwrap().as_deref(),
+        Some("{\"a\":2}")
+    );
+    let p = provider(store.as_ref()).await;
+    let second = store
+        .insert_provider(&NewProvider {
+            provider: "q".into(),
+            refresh_url: "https://q.example/".into(),
+            system_app: true,
+            api_version: 9,
+            signing_secret: "t".into(),
+        })
+        .await
+        .unwrap();
+    assert!(second.provider_num > p.provider_num);
+    let mut changed = p.clone();
+    changed.market_update_duration = Some(4);
+    changed.form_config = Some("{\"forms\":[]}".into());
+    store.update_provider(&changed).await.unwrap();
+    assert_eq!(store.get_provider("p").await.unwrap().unwrap(), changed);
+    assert_eq!(
+        store
+            .provider_by_num(second.provider_num)
+            .await
+            .unwrap()
+            .unwrap()
+            .provider,
+        "q"
+    );
+}
+conformance!(apps_and_providers, apps_and_providers_keep_what_was_written);
+
+async fn device_commits_are_atomic_and_versioned(store: Arc<dyn Store>) {
+    provider(store.as_ref()).await;
+    store.insert_device(&device("d1"), Some(100)).await.unwrap();
+    let n1 = store.next_form_num().await.unwrap();
+    let n2 = store.next_form_num().await.unwrap();
+    assert!(n2 > n1, "form numbers are never reused");
+    let commit = DeviceCommit {
+        device_id: "d1".into(),
+        expected_version: 1,
+        state: "{\"v\":2}".into(),
+        next_wake_at: Some(200),
+        add_forms: vec![form("f1", n1, "d1")],
+        deliveries: vec![NewDelivery {
+            delivery_id: "dl1".into(),
+            form_id: "f1".into(),
+            device_id: "d1".into(),
+            provider: "p".into(),
+            body: "{}".into(),
+            next_attempt_at: 150,
+            created_at: 100,
+        }],
+        events: vec![NewEvent {
+            device_id: "d1".into(),
+            kind: "k".into(),
+            payload: "{}".into(),
+            at: 100,
+        }],
+        decisions: vec![DecisionNote {
+            form_id: "f1".into(),
+            at: 100,
+            decision: "refresh".into(),
+            rule: "F12".into(),
+        }],
+        ..DeviceCommit::default()
+    };
+    store.commit_device(&commit).await.unwrap();
+    // The same version again: someone else already moved it on.
+    assert!(matches!(
+        store.commit_device(&commit).await,
+        Err(StoreError::Conflict)
+    ));
+    let saved = store.get_device("d1").await.unwrap().unwrap();
+    assert_eq!((saved.version, saved.state.as_str()), (2, "{\"v\":2}"));
+    assert_eq!(store.forms_of_device("d1").await.unwrap().len(), 1);
+    assert_eq!(store.form_by_num(n1).await.unwrap().unwrap().form_id, "f1");
+    assert_eq!(
+        store.recent_decisions("f1", 10).await.unwrap()[0].rule,
+        "F12"
+    );
+    assert_eq!(
+        store.claim_deliveries(149, 500, 10).await.unwrap().len(),
+        0,
+        "not due yet"
+    );
+    assert_eq!(store.claim_deliveries(150, 500, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.claim_deliveries(150, 500, 10).await.unwrap().len(),
+        0,
+        "claimed until 500"
+    );
+    assert_eq!(
+        store.claim_deliveries(501, 900, 10).await.unwrap().len(),
+        1,
+        "the lease ended: sent again"
+    );
+    assert_eq!(store.events_after("d1", 0, 10).await.unwrap().len(), 1);
+    // A failed commit writes nothing: a form that references a missing provider.
+    let bad = DeviceCommit {
+        device_id: "d1".into(),
+        expected_version: 2,
+        state: "{\"v\":3}".into(),
+        add_forms: vec![FormRecord {
+            provider: "missing".into(),
+            ..form("f2", n2, "d1")
+        }],
+        ..DeviceCommit::default()
+    };
+    assert!(store.commit_device(&bad).await.is_err());
+    assert_eq!(store.get_device("d1").await.unwrap().unwrap().version, 2);
+    assert!(store.get_form("f2").await.unwrap().is_none());
+    // Removing a form takes its data and pending deliveries with it.
+    let remove = DeviceCommit {
+        device_id: "d1".into(),
+        expected_version: 2,
+        state: "{}".into(),
+        remove_forms: vec!["f1".into()],
+        ..DeviceCommit::default()
+    };
+    store.commit_device(&remove).await.unwrap();
+    assert!(store.get_form("f1").await.unwrap().is_none());
+    assert!(store
+        .claim_deliveries(10_000, 20_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+conformance!(device_commits, device_commits_are_atomic_and_versioned);
+
+async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
+    provider(store.as_ref()).await;
+    store.insert_device(&device("d1"), None).await.unwrap();
+    let delivery = |id: &str| NewDelivery {
+        delivery_id: id.into(),
+        form_id: "f1".into(),
+        device_id: "d1".into(),
+        provider: "p".into(),
+        body: "{}".into(),
+        next_attempt_at: 10,
+        created_at: 10,
+    };
+    let commit = DeviceCommit {
+        device_id: "d1".into(),
+        expected_version: 1,
+        state: "{}".into(),
+        add_forms: vec![form("f1", 1, "d1")],
+        deliveries: vec![delivery("a"), delivery("b")],
+        ..DeviceCommit::default()
+    };
+    store.commit_device(&commit).await.unwrap();
+    let data = FormData {
+        form_id: "f1".into(),
+        data: "{\"n\":1}".into(),
+        updated_at: 20,
+        trigger: "interval".into(),
+    };
+    let event = NewEvent {
+        device_id: "d1".into(),
+        kind: "form_data".into(),
+        payload: "{}".into(),
+        at: 20,
+    };
+    let done = DeliveryFinish::Done {
+        data: Some((data.clone(), Some(event))),
+        attempts: 1,
+    };
+    store.finish_delivery("a", &done).await.unwrap();
+    store.finish_delivery("a", &done).await.unwrap(); // a repeat changes nothing
+    assert_eq!(store.events_after("d1", 0, 10).await.unwrap().len(), 1);
+    store
+        .finish_delivery(
+            "b",
+            &DeliveryFinish::Retry {
+                attempts: 1,
+                next_attempt_at: 50,
+            },
+        )
+        .await
+        .unwrap();
+    let due = store.claim_deliveries(50, 60, 10).await.unwrap();
+    assert_eq!((due.len(), due[0].attempts), (1, 1));
+    store
+        .finish_delivery("b", &DeliveryFinish::GiveUp { attempts: 4 })
+        .await
+        .unwrap();
+    assert!(store
+        .claim_deliveries(1_000, 2_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Data for a hidden form: stored now, announced once when shown.
+    let hidden = FormData {
+        data: "{\"n\":2}".into(),
+        ..data
+    };
+    store.put_form_data(&hidden, None).await.unwrap();
+    assert_eq!(
+        store.get_form_data("f1").await.unwrap().unwrap().data,
+        "{\"n\":2}"
+    );
+    let builder = |d: &FormData| NewEvent {
+        device_id: "d1".into(),
+        kind: "form_data".into(),
+        payload: d.data.clone(),
+        at: 30,
+    };
+    assert!(store.announce_pending_data("f1", &builder).await.unwrap());
+    assert!(!store.announce_pending_data("f1", &builder).await.unwrap());
+    let events = store.events_after("d1", 0, 10).await.unwrap();
+    assert_eq!(events.last().unwrap().payload, "{\"n\":2}");
+    assert!(events.windows(2).all(|w| w[0].event_id < w[1].event_id));
+    store.prune(1_000).await.unwrap();
+    assert!(store.events_after("d1", 0, 10).await.unwrap().is_empty());
+}
+conformance!(deliveries, deliveries_finish_once_and_data_waits_for_show);
+
+async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
+    let record = PairRecord {
+        appid: "wx1".into(),
+        user_id: "u1".into(),
+        state: "{}".into(),
+        next_wake_at: Some(5),
+        token_sealed: Some(vec![1, 2, 3]),
+        ..PairRecord::default()
+    };
+    store
+        .commit_pair(&PairCommit {
+            record: record.clone(),
+            expected_version: 0,
+            log: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .commit_pair(&PairCommit {
+                record: record.clone(),
+                expected_version: 0,
+                log: None
+            })
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    for i in 0..105 {
+        let current = store.get_pair("wx1", "u1").await.unwrap().unwrap();
+        let log = FetchLogEntry {
+            at: i,
+            gray: false,
+            outcome: "ok".into(),
+            http_status: Some(200),
+            bytes: 1,
+            duration_ms: 1,
+        };
+        store
+            .commit_pair(&PairCommit {
+                expected_version: current.version,
+                record: PairRecord {
+                    cached_data: Some(format!("v{i}")),
+                    cached_at: Some(i),
+                    ..current
+                },
+                log: Some(log),
+            })
+            .await
+            .unwrap();
+    }
+    let saved = store.get_pair("wx1", "u1").await.unwrap().unwrap();
+    assert_eq!(
+        (saved.cached_data.as_deref(), saved.token_sealed.as_deref()),
+        (Some("v104"), Some(&[1u8, 2, 3][..]))
+    );
+    let log = store.fetch_log("wx1", "u1", 1000).await.unwrap();
+    assert_eq!(log.len(), 100);
+    assert_eq!((log[0].at, log[99].at), (104, 5), "newest first");
+    assert_eq!(store.all_pairs_of_app("wx1").await.unwrap().len(), 1);
+}
+conformance!(pairs, pairs_are_versioned_and_logs_keep_the_last_100);
+
+async fn claims_are_exclusive_expire_and_are_released_by_commits(store: Arc<dyn Store>) {
+    for i in 0..20 {
+        store
+            .insert_device(&device(&format!("d{i}")), Some(100 + i))
+            .await
+            .unwrap();
+    }
+    store
+        .insert_device(&device("later"), Some(10_000))
+        .await
+        .unwrap();
+    assert_eq!(store.planned_wakeups().await.unwrap().len(), 21);
+    let a = store.claim_due("node-a", 200, 1_000, 8).await.unwrap();
+    let b = store.claim_due("node-b", 200, 1_000, 100).await.unwrap();
+    assert_eq!((a.len(), b.len()), (8, 12));
+    let a_ids: HashSet<_> = a.iter().map(|(k, _)| k.clone()).collect();
+    assert!(
+        b.iter().all(|(k, _)| !a_ids.contains(k)),
+        "no subject claimed twice"
+    );
+    assert!(a.windows(2).all(|w| w[0].1 <= w[1].1), "earliest first");
+    assert!(
+        store
+            .claim_due("node-c", 500, 2_000, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "held until the lease ends"
+    );
+    // Node a commits one device: its claim is released, so it can be claimed again.
+    let SubjectKey::Device(first) = &a[0].0 else {
+        panic!()
+    };
+    let current = store.get_device(first).await.unwrap().unwrap();
+    store
+        .commit_device(&DeviceCommit {
+            device_id: first.clone(),
+            expected_version: current.version,
+            state: "{}".into(),
+            next_wake_at: Some(400),
+            ..DeviceCommit::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_due("node-c", 500, 2_000, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // After the leases end (node a died), everything due is claimable again.
+    let after = store.claim_due("node-c", 1_500, 3_000, 100).await.unwrap();
+    assert_eq!(after.len(), 19);
+}
+conformance!(
+    claims,
+    claims_are_exclusive_expire_and_are_released_by_commits
+);
+
+async fn concurrent_claimers_never_share_a_subject(store: Arc<dyn Store>) {
+    for i in 0..200 {
+        store
+            .insert_device(&device(&format!("c{i}")), Some(i))
+            .await
+            .unwrap();
+    }
+    let tasks: Vec<_> = (0..4)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store
+                        .claim_due(&format!("node-{n}"), 1_000, 10_000, 7)
+                        .await
+                        .unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|(k, _)| k));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let distinct: HashSet<_> = all.iter().cloned().collect();
+    assert_eq!((all.len(), distinct.len()), (200, 200));
+}
+conformance!(concurrent_claims, concurrent_claimers_never_share_a_subject);
