@@ -43,7 +43,7 @@ enum LintFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: the HTTP API, the engine and the fetcher, on the embedded store.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run a scenario through the rules with a virtual clock.
     Simulate {
         scenario: PathBuf,
@@ -140,6 +140,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { which } => bench::run(which),
-        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(*args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -169,6 +169,13 @@ async fn two_nodes_share_work_survive_a_kill_and_never_duplicate() {
         ids_per_slot.values().all(|ids| ids.len() == 1),
         "a decision delivered under two ids"
     );
+    // Deliveries are claimed: an id reaches the provider once, or once more if the node
+    // sending it was killed before recording it.
+    let mut sends: HashMap<String, usize> = HashMap::new();
+    for (id, _, _, _) in provider.deliveries.lock().unwrap().iter() {
+        *sends.entry(id.clone()).or_default() += 1;
+    }
+    assert!(sends.values().all(|n| *n <= 2), "{sends:?}");
     for (form, slots) in slots_per_form {
         let distinct: HashSet<_> = slots.iter().collect();
         assert_eq!(
