@@ -162,6 +162,7 @@ impl Engine {
     /// Rebuilds the due-index from the store (at start, T5 catch-up follows naturally:
     /// overdue subjects are woken once at the current instant).
     pub async fn load_due_index(&self) -> Result<usize, EngineError> {
+        self.store.release_claims_at_start().await?;
         let planned = self.store.planned_wakeups().await?;
         let mut index = self.due.lock().unwrap_or_else(|e| e.into_inner());
         for (subject, at) in planned {

@@ -74,7 +74,7 @@ pub struct ServeArgs {
     #[arg(long, env = "REFRESHD_RATE_LIMIT_BURST")]
     rate_limit_burst: Option<u32>,
     /// How long a node's claim on due work lasts; a dead node's work is taken over
-    /// after this [default: 10].
+    /// after this [default: the fetch deadline + 5].
     #[arg(long, env = "REFRESHD_CLAIM_LEASE_SECONDS")]
     claim_lease_seconds: Option<u64>,
     /// This node's name in claims on due work [default: random per start].
@@ -176,6 +176,11 @@ fn resolve(args: ServeArgs) -> Result<Settings> {
             Some(ts.as_millisecond())
         }
     };
+    let fetch_deadline_seconds = args
+        .fetch_deadline_seconds
+        .or(file.fetch_deadline_seconds)
+        .unwrap_or(15)
+        .max(1);
     let device = DeviceSettings::new(
         args.tick_minutes.or(file.tick_minutes).unwrap_or(30),
         args.max_forms.or(file.max_forms).unwrap_or(512),
@@ -202,12 +207,7 @@ fn resolve(args: ServeArgs) -> Result<Settings> {
             .fetch_jitter_minutes
             .or(file.fetch_jitter_minutes)
             .unwrap_or(0),
-        fetch_deadline: Duration::from_secs(
-            args.fetch_deadline_seconds
-                .or(file.fetch_deadline_seconds)
-                .unwrap_or(15)
-                .max(1),
-        ),
+        fetch_deadline: Duration::from_secs(fetch_deadline_seconds),
         per_origin_limit: args
             .per_origin_limit
             .or(file.per_origin_limit)
@@ -228,7 +228,7 @@ fn resolve(args: ServeArgs) -> Result<Settings> {
         claim_lease: Duration::from_secs(
             args.claim_lease_seconds
                 .or(file.claim_lease_seconds)
-                .unwrap_or(10)
+                .unwrap_or(fetch_deadline_seconds + 5)
                 .max(1),
         ),
         poll_interval: Duration::from_millis(

@@ -150,6 +150,13 @@ pub trait Store: Send + Sync + 'static {
     /// Pairs whose state says a fetch was ordered; used to recover after a crash.
     async fn all_pairs_of_app(&self, appid: &str) -> StoreResult<Vec<PairRecord>>;
 
+    /// Called once when a node starts. A store only one node can use (SQLite) releases
+    /// every claim: they can only be its own predecessor's. A shared store does nothing;
+    /// other nodes may be alive, and dead nodes' claims expire.
+    async fn release_claims_at_start(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     // ---- host events across nodes
     /// Tells the other nodes that `device_id` has new host events. One node: nothing.
     async fn publish_host_event(&self, _device_id: &str) -> StoreResult<()> {

@@ -780,6 +780,17 @@ impl Store for SqliteStore {
         Ok(claimed)
     }
 
+    async fn release_claims_at_start(&self) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for table in ["devices", "fetch_pairs"] {
+            sqlx::query(&format!("UPDATE {table} SET claimed_by = NULL, claim_until = NULL WHERE claimed_by IS NOT NULL"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn planned_wakeups(&self) -> StoreResult<Vec<(SubjectKey, i64)>> {
         let mut planned = Vec::new();
         for row in sqlx::query(

@@ -79,7 +79,16 @@ impl Service {
             })
             .arg("--data-dir")
             .arg(data_dir.join("data"))
-            .args(["--time-warp", &WARP.to_string(), "--time-warp-epoch", epoch])
+            .args(if extra.contains(&"--time-warp") {
+                vec!["--time-warp-epoch".to_string(), epoch.to_string()]
+            } else {
+                vec![
+                    "--time-warp".to_string(),
+                    WARP.to_string(),
+                    "--time-warp-epoch".to_string(),
+                    epoch.to_string(),
+                ]
+            })
             .args(extra)
             .env_remove("REFRESHD_ADMIN_KEY")
             .env_remove("REFRESHD_SECRET_KEY")
