@@ -106,20 +106,6 @@ fn setting_json(app: &App) -> Value {
     }
 }
 
-fn check_cloud_name(field: &str, name: &str) -> ApiResult<()> {
-    let ok = (1..=128).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_request(format!(
-            "{field} must be 1 to 128 characters of A-Z a-z 0-9 . _ -"
-        )))
-    }
-}
-
 /// PUT replaces the whole setting (P1–P3); it is idempotent.
 pub async fn put_periodic(
     State(state): State<AppState>,
@@ -134,8 +120,8 @@ pub async fn put_periodic(
             Source::Url(url)
         }
         SourceBody::Cloud(cloud) => {
-            check_cloud_name("env", &cloud.env)?;
-            check_cloud_name("function", &cloud.function)?;
+            crate::admin::check_id("env", &cloud.env)?;
+            crate::admin::check_id("function", &cloud.function)?;
             if !state.engine.settings().cloud_envs.contains_key(&cloud.env) {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,

@@ -439,10 +439,8 @@ impl Engine {
         form_id: &str,
         device_id: &str,
     ) -> Result<FormRecord, EngineError> {
-        match self.store.get_form(form_id).await? {
-            Some(form) if form.device_id == device_id => Ok(form),
-            _ => Err(EngineError::NotFound("form_not_found")),
-        }
+        self.form_owned_by(form_id, |form| form.device_id == device_id)
+            .await
     }
 
     /// Loads a form and checks it belongs to `provider`.
@@ -451,8 +449,18 @@ impl Engine {
         form_id: &str,
         provider: &str,
     ) -> Result<FormRecord, EngineError> {
+        self.form_owned_by(form_id, |form| form.provider == provider)
+            .await
+    }
+
+    /// Forms that are not the caller's answer as if they did not exist (api.md).
+    async fn form_owned_by(
+        &self,
+        form_id: &str,
+        owns: impl Fn(&FormRecord) -> bool,
+    ) -> Result<FormRecord, EngineError> {
         match self.store.get_form(form_id).await? {
-            Some(form) if form.provider == provider => Ok(form),
+            Some(form) if owns(&form) => Ok(form),
             _ => Err(EngineError::NotFound("form_not_found")),
         }
     }

@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
-/// Delays before the second, third and fourth attempt of a delivery (api.md).
-pub const DELIVERY_RETRY_MS: [i64; 3] = [5_000, 30_000, 120_000];
 /// Subjects claimed per look at the store.
 const CLAIM_BATCH: i64 = 256;
 /// Finished deliveries and host events are kept this long (api.md).
@@ -386,10 +384,10 @@ impl Engine {
             }
             Err(reason) => {
                 tracing::info!(delivery_id = %delivery.delivery_id, attempts, reason, "delivery failed");
-                match DELIVERY_RETRY_MS.get(attempts as usize - 1) {
-                    Some(delay) => DeliveryFinish::Retry {
+                match refreshd_rules::delivery::next_delivery_attempt(attempts, now) {
+                    Some(at) => DeliveryFinish::Retry {
                         attempts,
-                        next_attempt_at: now.as_millis() + delay,
+                        next_attempt_at: at.as_millis(),
                     },
                     None => DeliveryFinish::GiveUp { attempts },
                 }

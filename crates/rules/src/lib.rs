@@ -10,12 +10,15 @@
 //! * [`periodic::FetchPair`] with its [`periodic::App`] — one user's periodic data
 //!   prefetch for one mini-program (P1–P15).
 //!
+//! Retries of refresh deliveries to providers are planned by [`delivery`].
+//!
 //! Inputs are checked by [`form_config`] (F1–F5, `form_config.json`), [`hhmm`] (F2, F3)
 //! and [`json`] (strict JSON: no duplicate keys). Time zones and DST (T1–T3) are in
 //! [`time`]. Rule ids from the contract (`refresh-rules.md`) are cited where each rule
 //! lives and in the names of the tests that check it.
 
 pub mod decision;
+pub mod delivery;
 pub mod device;
 pub mod error;
 pub mod form_config;
