@@ -17,6 +17,19 @@ use std::time::Instant as WallClock;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// One API key at five times its rate limit, another key's latency beside it.
+    RateLimit {
+        /// Seconds per phase (alone, then beside the loud key).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// The fetcher against hostile servers on loopback: abort time past the deadline,
+    /// memory per fetch, other origins' latency.
+    Hostile {
+        /// Full-size fetches for the memory figure.
+        #[arg(long, default_value_t = 2_000)]
+        fetches: usize,
+    },
     /// End-to-end periodic fetches: engine, SQLite store and fetcher against a loopback
     /// origin, all users due at once.
     Fetch {
@@ -43,6 +56,20 @@ pub enum BenchCommand {
 
 pub fn run(which: BenchCommand) -> Result<ExitCode> {
     match which {
+        BenchCommand::RateLimit { seconds } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_ratelimit::run(seconds.max(1)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Hostile { fetches } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_hostile::run(fetches.max(1)))?;
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Fetch { users, per_origin } => {
             if users == 0 {
                 bail!("--users must be at least 1");

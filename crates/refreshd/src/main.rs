@@ -2,6 +2,8 @@
 
 mod bench;
 mod bench_fetch;
+mod bench_hostile;
+mod bench_ratelimit;
 mod lint;
 mod serve;
 
