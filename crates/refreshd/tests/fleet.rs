@@ -41,6 +41,28 @@ async fn fleet_database(test: &str) -> Option<String> {
 
 const ADMIN: &str = "rfdo_fleet_test_operator_key_0123456789abcdef0123456789";
 const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// Nodes of one fleet share the operator key and the token-sealing key.
+const NODE_ENV: [(&str, &str); 2] = [
+    ("REFRESHD_ADMIN_KEY", ADMIN),
+    ("REFRESHD_SECRET_KEY", SECRET),
+];
+
+/// Every node in these tests: a short claim lease and poll interval (takeover within
+/// seconds), and API rate limits out of the way.
+fn node_args(url: &str) -> [&str; 10] {
+    [
+        "--store",
+        url,
+        "--claim-lease-seconds",
+        "2",
+        "--poll-interval-ms",
+        "100",
+        "--rate-limit-per-second",
+        "100000",
+        "--rate-limit-burst",
+        "100000",
+    ]
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_work_survive_a_kill_and_never_duplicate() {
@@ -51,22 +73,8 @@ async fn two_nodes_share_work_survive_a_kill_and_never_duplicate() {
     let provider = Provider::default();
     let refresh_url = provider.start().await;
     let epoch = epoch_now();
-    let env = [
-        ("REFRESHD_ADMIN_KEY", ADMIN),
-        ("REFRESHD_SECRET_KEY", SECRET),
-    ];
-    let args = [
-        "--store",
-        url.as_str(),
-        "--claim-lease-seconds",
-        "2",
-        "--poll-interval-ms",
-        "100",
-        "--rate-limit-per-second",
-        "100000",
-        "--rate-limit-burst",
-        "100000",
-    ];
+    let env = NODE_ENV;
+    let args = node_args(&url);
     let (dir_a, dir_b) = (temp_dir("fleet-a"), temp_dir("fleet-b"));
     let a = Service::start_with_env(&dir_a, &epoch, &args, &env);
     let b = Service::start_with_env(&dir_b, &epoch, &args, &env);
@@ -251,24 +259,10 @@ async fn killing_nodes_in_turn_loses_nothing_and_duplicates_nothing() {
     let provider = Provider::default();
     let refresh_url = provider.start().await;
     let epoch = epoch_now();
-    let env = [
-        ("REFRESHD_ADMIN_KEY", ADMIN),
-        ("REFRESHD_SECRET_KEY", SECRET),
-    ];
+    let env = NODE_ENV;
     let lease_seconds = 2;
     let poll_ms = 100;
-    let args = [
-        "--store",
-        url.as_str(),
-        "--claim-lease-seconds",
-        "2",
-        "--poll-interval-ms",
-        "100",
-        "--rate-limit-per-second",
-        "100000",
-        "--rate-limit-burst",
-        "100000",
-    ];
+    let args = node_args(&url);
     let dirs = [temp_dir("kill-a"), temp_dir("kill-b")];
     let mut nodes = [
         Some(Service::start_with_env(&dirs[0], &epoch, &args, &env)),
@@ -317,22 +311,8 @@ async fn postgres_restart_mid_run() {
     let provider = Provider::default();
     let refresh_url = provider.start().await;
     let epoch = epoch_now();
-    let env = [
-        ("REFRESHD_ADMIN_KEY", ADMIN),
-        ("REFRESHD_SECRET_KEY", SECRET),
-    ];
-    let args = [
-        "--store",
-        url.as_str(),
-        "--claim-lease-seconds",
-        "2",
-        "--poll-interval-ms",
-        "100",
-        "--rate-limit-per-second",
-        "100000",
-        "--rate-limit-burst",
-        "100000",
-    ];
+    let env = NODE_ENV;
+    let args = node_args(&url);
     let a = Service::start_with_env(&temp_dir("pg-a"), &epoch, &args, &env);
     let b = Service::start_with_env(&temp_dir("pg-b"), &epoch, &args, &env);
     let devices = fleet_devices(&a, &refresh_url, 10).await;
