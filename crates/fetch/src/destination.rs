@@ -222,6 +222,48 @@ mod tests {
     }
 
     #[test]
+    fn every_v6_range_blocks_its_first_and_last_address() {
+        for (range, _) in BLOCKED_V6 {
+            let net = Ipv6Net::from_str(range).unwrap();
+            assert!(blocked_v6(net.network()).is_some(), "{range} first");
+            assert!(blocked_v6(net.broadcast()).is_some(), "{range} last");
+        }
+        // Ranges that carry an IPv4 address: their ends carry 0.0.0.0 and
+        // 255.255.255.255 (both blocked); a public IPv4 inside is allowed.
+        for (range, public_inside) in [
+            ("::ffff:0:0/96", "::ffff:8.8.8.8"),
+            ("::/96", "::8.8.8.8"),
+            ("64:ff9b::/96", "64:ff9b::8.8.8.8"),
+            ("64:ff9b:1::/48", "64:ff9b:1::808:808"),
+            ("2002::/16", "2002:808:808::"),
+            ("2001::/32", "2001:0:808:808::f7f7:f7f7"),
+        ] {
+            let net = Ipv6Net::from_str(range).unwrap();
+            assert!(blocked_v6(net.network()).is_some(), "{range} first");
+            assert!(blocked_v6(net.broadcast()).is_some(), "{range} last");
+            assert!(!blocked(public_inside), "{public_inside}");
+        }
+    }
+
+    #[test]
+    fn v6_neighbours_just_outside_are_allowed() {
+        for outside in [
+            "fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", // before fc00::/7
+            "fe00::",                                  // after fc00::/7
+            "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff", // before fe80::/10
+            "2001:db7:ffff:ffff:ffff:ffff:ffff:ffff",  // before 2001:db8::/32
+            "2001:db9::",                              // after 2001:db8::/32
+            "ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",   // before 100::/64
+            "100:0:0:1::",                             // after 100::/64
+            "2001:1::",                                // after 2001::/32 (Teredo)
+            "2003::",                                  // after 2002::/16 (6to4)
+            "64:ff9b::1:0:0",                          // after 64:ff9b::/96
+        ] {
+            assert!(!blocked(outside), "{outside}");
+        }
+    }
+
+    #[test]
     fn cgnat_edges() {
         assert!(!blocked("100.63.255.255"));
         assert!(blocked("100.64.0.0"));

@@ -619,6 +619,25 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         )
         .await;
     assert_eq!((status, code(&body)), (401, Some("unauthorized".into())));
+    // 401: malformed Authorization headers.
+    for header in [
+        "Basic cmZkbzp4",
+        "Bearer",
+        "Bearer ",
+        "bearer rfdo_x",
+        "rfdo_abc",
+        "Bearer rfdx_0000",
+    ] {
+        let response = svc
+            .client
+            .post(format!("{}/v1/admin/apps", svc.base))
+            .header("authorization", header)
+            .json(&json!({"appid": "x", "subject": "organization"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{header}");
+    }
     // 400: malformed JSON, wrong types, unknown fields, bad zone, hostile URLs.
     let raw = svc
         .client
