@@ -88,6 +88,11 @@ impl Engine {
             if full_batch {
                 continue;
             }
+            // What is due and not yet woken, after this pass (zero when keeping up).
+            match self.store.count_due(self.now().as_millis()).await {
+                Ok(backlog) => metrics::gauge!("refreshd_due_backlog").set(backlog as f64),
+                Err(error) => tracing::debug!(%error, "counting the backlog failed"),
+            }
             let poll_at = now.plus_millis(self.settings.poll_interval_ms);
             let wake_at = self.earliest_due().map_or(poll_at, |at| at.min(poll_at));
             tokio::select! {

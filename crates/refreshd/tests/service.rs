@@ -1069,6 +1069,7 @@ async fn sse_replay_hidden_provider_data_rate_limit_and_metrics() {
     for name in [
         "refreshd_deliveries_total",
         "refreshd_due_subjects",
+        "refreshd_due_backlog",
         "refreshd_store_commit_seconds",
         "refreshd_sse_clients",
     ] {

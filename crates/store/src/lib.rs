@@ -145,6 +145,8 @@ pub trait Store: Send + Sync + 'static {
         lease_until: i64,
         limit: i64,
     ) -> StoreResult<Vec<(SubjectKey, i64)>>;
+    /// How many subjects are due at or before `now` and not yet woken (the backlog).
+    async fn count_due(&self, now: i64) -> StoreResult<i64>;
     /// Every subject with a planned wake-up: the engine's due-index is built from this.
     async fn planned_wakeups(&self) -> StoreResult<Vec<(SubjectKey, i64)>>;
     /// Pairs whose state says a fetch was ordered; used to recover after a crash.

@@ -794,6 +794,19 @@ impl Store for PgStore {
         Ok(claimed)
     }
 
+    async fn count_due(&self, now: i64) -> StoreResult<i64> {
+        // Both counts are range scans on the partial next_wake_at indexes.
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM devices WHERE next_wake_at IS NOT NULL AND next_wake_at <= $1)
+                  + (SELECT COUNT(*) FROM fetch_pairs WHERE next_wake_at IS NOT NULL AND next_wake_at <= $2)",
+        )
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(row.get(0))
+    }
+
     async fn planned_wakeups(&self) -> StoreResult<Vec<(SubjectKey, i64)>> {
         let mut planned = Vec::new();
         for row in sqlx::query(

@@ -417,6 +417,11 @@ async fn claims_are_exclusive_expire_and_are_released_by_commits(store: Arc<dyn 
         .await
         .unwrap();
     assert_eq!(store.planned_wakeups().await.unwrap().len(), 21);
+    assert_eq!(
+        store.count_due(109).await.unwrap(),
+        10,
+        "d0..d9 are due at 109"
+    );
     let a = store.claim_due("node-a", 200, 1_000, 8).await.unwrap();
     let b = store.claim_due("node-b", 200, 1_000, 100).await.unwrap();
     assert_eq!((a.len(), b.len()), (8, 12));
