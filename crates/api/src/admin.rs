@@ -54,7 +54,7 @@ fn exists(what: &str) -> ApiError {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAppBody {
     appid: String,
@@ -90,7 +90,7 @@ pub async fn create_app(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProviderBody {
     provider: String,
@@ -135,7 +135,7 @@ fn hex_string(bytes: [u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarketBody {
     update_duration: Option<i64>,
@@ -175,7 +175,7 @@ pub async fn set_market_update_duration(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDeviceBody {
     device_id: String,

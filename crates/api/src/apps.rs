@@ -55,21 +55,21 @@ async fn own_app(state: &AppState, caller: &Principal, appid: &str) -> ApiResult
     Ok(state.engine.app(appid).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloudBody {
     env: String,
     function: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SourceBody {
     Url(String),
     Cloud(CloudBody),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrayBody {
     url: String,
@@ -78,7 +78,7 @@ pub struct GrayBody {
     testers: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeriodicBody {
     enabled: bool,
@@ -170,7 +170,7 @@ pub async fn put_periodic(
     Ok(Json(setting_json(&app)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
     user_id: String,
@@ -295,7 +295,7 @@ pub async fn launch(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     token: String,

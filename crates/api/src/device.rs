@@ -11,7 +11,7 @@ use refreshd_rules::Instant;
 use refreshd_store::KeyKind;
 use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkBody {
     online: bool,
@@ -42,7 +42,7 @@ pub async fn report_network(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneBody {
     zone: String,

@@ -22,7 +22,7 @@ fn rfc3339(at: Instant) -> String {
     at.to_timestamp().map(|t| t.to_string()).unwrap_or_default()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewFormBody {
     provider: String,
@@ -61,7 +61,7 @@ pub async fn remove_form(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VisibilityBody {
     visible: bool,
@@ -161,7 +161,7 @@ async fn provider_form(
     Ok((form, record.provider_num))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NextRefreshBody {
     minutes: i64,

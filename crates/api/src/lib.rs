@@ -34,10 +34,12 @@ pub struct AppState {
     openapi: Arc<Value>,
 }
 
-/// Routes with their documentation, collected together.
+/// Routes with their documentation, collected together. Request bodies are described by
+/// JSON Schemas derived from the very types the handlers deserialize.
 struct Routes {
     router: Router<AppState>,
     paths: Map<String, Value>,
+    schemas: schemars::SchemaGenerator,
 }
 
 impl Routes {
@@ -73,24 +75,44 @@ impl Routes {
         self
     }
 
+    /// Like `add`, for a route whose JSON request body is a `T`.
+    fn add_json<T: schemars::JsonSchema>(
+        mut self,
+        method: &str,
+        path: &str,
+        caller: &str,
+        summary: &str,
+        success: u16,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        let schema = serde_json::to_value(self.schemas.subschema_for::<T>()).unwrap_or(Value::Null);
+        self = self.add(method, path, caller, summary, success, handler);
+        self.paths[path][method.to_lowercase()]["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        self
+    }
+
     /// Documents another method of a path already routed with `add`.
     fn also(mut self, method: &str, path: &str, caller: &str, summary: &str, success: u16) -> Self {
         let router = std::mem::take(&mut self.router);
         let documented = self.add(method, path, caller, summary, success, MethodRouter::new());
         Routes {
             router,
-            paths: documented.paths,
+            ..documented
         }
     }
 }
 
 /// Builds the API router over `engine`, with a per-key rate limit.
 pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
+    let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+    settings.definitions_path = "#/components/schemas/".into();
     let authed = Routes {
         router: Router::new(),
         paths: Map::new(),
+        schemas: settings.into_generator(),
     }
-    .add(
+    .add_json::<admin::NewAppBody>(
         "POST",
         "/v1/admin/apps",
         "operator",
@@ -98,7 +120,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         201,
         post(admin::create_app),
     )
-    .add(
+    .add_json::<admin::NewProviderBody>(
         "POST",
         "/v1/admin/providers",
         "operator",
@@ -106,7 +128,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         201,
         post(admin::create_provider),
     )
-    .add(
+    .add_json::<admin::MarketBody>(
         "PUT",
         "/v1/admin/providers/{provider}/market-update-duration",
         "operator",
@@ -114,7 +136,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         200,
         put(admin::set_market_update_duration),
     )
-    .add(
+    .add_json::<admin::NewDeviceBody>(
         "POST",
         "/v1/admin/devices",
         "operator",
@@ -130,7 +152,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         200,
         post(admin::rotate_key),
     )
-    .add(
+    .add_json::<apps::PeriodicBody>(
         "PUT",
         "/v1/apps/{appid}/periodic-fetch",
         "app developer",
@@ -138,7 +160,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         200,
         put(apps::put_periodic),
     )
-    .add(
+    .add_json::<apps::UserBody>(
         "POST",
         "/v1/apps/{appid}/periodic-fetch/fetch-now",
         "app developer",
@@ -170,7 +192,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         204,
         post(apps::launch),
     )
-    .add(
+    .add_json::<apps::TokenBody>(
         "PUT",
         "/v1/apps/{appid}/background-fetch/token",
         "device",
@@ -194,7 +216,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         200,
         put(forms::put_form_config),
     )
-    .add(
+    .add_json::<forms::NewFormBody>(
         "POST",
         "/v1/forms",
         "device",
@@ -210,7 +232,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         204,
         delete(forms::remove_form),
     )
-    .add(
+    .add_json::<forms::VisibilityBody>(
         "POST",
         "/v1/forms/{form_id}/visibility",
         "device",
@@ -233,7 +255,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         "Update the form's data",
         200,
     )
-    .add(
+    .add_json::<forms::NextRefreshBody>(
         "POST",
         "/v1/forms/{form_id}/next-refresh",
         "widget provider",
@@ -249,7 +271,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         200,
         get(forms::explain_form),
     )
-    .add(
+    .add_json::<device::NetworkBody>(
         "POST",
         "/v1/device/network",
         "device",
@@ -257,7 +279,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         204,
         post(device::report_network),
     )
-    .add(
+    .add_json::<device::ZoneBody>(
         "PUT",
         "/v1/device/zone",
         "device",
@@ -273,19 +295,23 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         200,
         get(events::events),
     );
+    let authed_router = authed.router;
     let mut paths = authed.paths;
+    let mut schemas: Map<String, Value> =
+        authed.schemas.definitions().clone().into_iter().collect();
     paths.insert("/healthz".into(), json!({"get": {"summary": "200 when the store is reachable", "security": [], "responses": {"200": {"description": "healthy"}, "503": {"description": "store unreachable"}}}}));
     paths.insert("/v1/openapi.json".into(), json!({"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}}));
+    schemas.insert("Error".into(), json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message", "details"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}, "hint": {"type": "string"}}}}
+    }}}}));
     let openapi = json!({
         "openapi": "3.1.0",
         "info": {"title": "refreshd", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "rfdo_ operator, rfda_ app developer, rfdp_ widget provider, rfdd_ device"}},
-            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message", "details"], "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"},
-                "details": {"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}, "hint": {"type": "string"}}}}
-            }}}}}
+            "schemas": schemas,
         }
     });
     let state = AppState {
@@ -293,7 +319,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         rate_limiter: Arc::new(auth::rate_limiter(per_second, burst)),
         openapi: Arc::new(openapi),
     };
-    let authed = authed.router.route_layer(middleware::from_fn_with_state(
+    let authed = authed_router.route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::authenticate,
     ));

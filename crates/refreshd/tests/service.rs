@@ -779,6 +779,30 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         .await
         .unwrap();
     assert!(doc["paths"]["/v1/forms/{form_id}/next-refresh"]["post"].is_object());
+    // Request bodies are described by schemas derived from the handlers' own types, and
+    // every reference resolves inside the document.
+    let body = &doc["paths"]["/v1/admin/apps"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    let text = doc.to_string();
+    assert!(
+        text.contains("\"appid\"") && text.contains("\"subject\""),
+        "{body}"
+    );
+    let mut refs = 0;
+    for reference in text.split("\"$ref\":\"").skip(1) {
+        let target = reference.split('"').next().unwrap();
+        let name = target.trim_start_matches("#/components/schemas/");
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "dangling {target}"
+        );
+        refs += 1;
+    }
+    assert!(
+        refs >= 12,
+        "request bodies refer to their schemas ({refs} refs)"
+    );
+    assert!(doc["paths"]["/v1/apps/{appid}/periodic-fetch"]["put"]["requestBody"].is_object());
     assert_eq!(
         svc.client
             .get(format!("{}/healthz", svc.base))
