@@ -246,12 +246,7 @@ pub async fn explain_fetch(
         .map_err(EngineError::from)?;
     let ineligible = pair.ineligibility(now, &app);
     let next = pair.next_wakeup(now, &app);
-    let why = match (ineligible, pair.planned(), pair.consecutive_failures()) {
-        (Some(reason), _, _) => format!("not eligible: {} (P7)", reason.code()),
-        (None, None, _) => "never attempted: due as soon as eligible (P8)".into(),
-        (None, Some(_), 0) => "12 h after the last success, plus jitter (P8)".into(),
-        (None, Some(_), n) => format!("retry after {n} consecutive failure(s) (P9)"),
-    };
+    let why = pair.next_fetch_reason(now, &app).to_string();
     let gray = app.periodic().and_then(|p| p.gray.as_ref()).map(|g| {
         json!({"percent": g.percent, "tester": g.testers.contains(&query.user_id), "bucket": gray_bucket(&appid, &query.user_id)})
     });

@@ -392,7 +392,47 @@ impl Ineligible {
     }
 }
 
+/// Why a pair's next fetch is planned when it is, for explanations (P7–P9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextFetchReason {
+    /// P7: no fetch until this changes.
+    Ineligible(Ineligible),
+    /// P8: never attempted, so due as soon as it is eligible.
+    FirstFetch,
+    /// P8: twelve hours after the last success.
+    AfterSuccess,
+    /// P9: backing off after this many consecutive failures.
+    Retry { failures: u32 },
+}
+
+impl std::fmt::Display for NextFetchReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextFetchReason::Ineligible(why) => write!(f, "not eligible: {} (P7)", why.code()),
+            NextFetchReason::FirstFetch => {
+                f.write_str("never attempted: due as soon as eligible (P8)")
+            }
+            NextFetchReason::AfterSuccess => {
+                f.write_str("12 h after the last success, plus jitter (P8)")
+            }
+            NextFetchReason::Retry { failures } => write!(f, "retry after failure {failures} (P9)"),
+        }
+    }
+}
+
 impl FetchPair {
+    /// Why the next fetch is planned when it is, seen from `now`.
+    pub fn next_fetch_reason(&self, now: Instant, app: &App) -> NextFetchReason {
+        if let Some(why) = self.ineligibility(now, app) {
+            return NextFetchReason::Ineligible(why);
+        }
+        match (self.attempted, self.consecutive_failures) {
+            (false, _) => NextFetchReason::FirstFetch,
+            (true, 0) => NextFetchReason::AfterSuccess,
+            (true, failures) => NextFetchReason::Retry { failures },
+        }
+    }
+
     pub fn last_launch(&self) -> Option<Instant> {
         self.last_launch
     }
@@ -793,6 +833,34 @@ mod tests {
                 .record_outcome(T0, FetchOutcome::Timeout, Some(hour), 0)
                 .millis_since(T0),
             5 * MINUTE_MS
+        );
+    }
+
+    #[test]
+    fn p7_p8_p9_next_fetch_reason_names_its_rule() {
+        let app = url_app(None);
+        let mut pair = FetchPair::default();
+        assert_eq!(
+            pair.next_fetch_reason(T0, &app),
+            NextFetchReason::Ineligible(Ineligible::NeverLaunched)
+        );
+        pair.launch(T0);
+        pair.token_set();
+        assert_eq!(
+            pair.next_fetch_reason(T0, &app),
+            NextFetchReason::FirstFetch
+        );
+        pair.fetch_now(&app, "u").unwrap();
+        pair.record_outcome(T0, FetchOutcome::Timeout, None, 0);
+        assert_eq!(
+            pair.next_fetch_reason(T0, &app).to_string(),
+            "retry after failure 1 (P9)"
+        );
+        pair.fetch_now(&app, "u").unwrap();
+        pair.record_outcome(T0, FetchOutcome::Ok, None, 0);
+        assert_eq!(
+            pair.next_fetch_reason(T0, &app),
+            NextFetchReason::AfterSuccess
         );
     }
 

@@ -361,13 +361,7 @@ fn explain_fetch(
             let _ = writeln!(out, "  cached data: {cached} (P15)");
             let next = match pair.next_wakeup(at, app) {
                 Some(due) => {
-                    let why = if pair.planned().is_none() {
-                        "never attempted: due as soon as eligible (P8)".to_string()
-                    } else if pair.consecutive_failures() == 0 {
-                        "12 h after the last success, plus jitter (P8)".to_string()
-                    } else {
-                        format!("retry after failure {} (P9)", pair.consecutive_failures())
-                    };
+                    let why = pair.next_fetch_reason(at, app);
                     format!("{} — {why}", t(due))
                 }
                 None => "none (not eligible then, P10)".to_string(),
