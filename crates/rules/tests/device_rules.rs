@@ -158,6 +158,17 @@ impl Harness {
             .collect()
     }
 
+    /// Spends the form's daily quota on next-refreshes 5 minutes apart from `from`, each
+    /// delivered; returns the instant just after the last one (F17).
+    fn use_up_quota(&mut self, form: u64, from: &str) -> Instant {
+        let mut t = at(from);
+        for _ in 0..DAILY_QUOTA {
+            self.input(&t.to_string(), next_refresh(form, 5)).unwrap();
+            t = t.plus_minutes(5);
+        }
+        t
+    }
+
     fn take_log(&mut self) -> Vec<(Instant, FormDecision)> {
         std::mem::take(&mut self.log)
     }
@@ -460,11 +471,7 @@ fn f17_at_most_50_counted_per_day_then_skipped_and_reset_at_local_midnight() {
 fn f18_quota_rejection_marks_form_for_one_reset_refresh() {
     let mut h = Harness::new("UTC", "2026-03-01T00:00:00Z");
     h.add("2026-03-01T00:00:00Z", 1, manual());
-    let mut t = at("2026-03-01T00:00:00Z");
-    for _ in 0..DAILY_QUOTA {
-        h.input(&t.to_string(), next_refresh(1, 5)).unwrap();
-        t = t.plus_minutes(5);
-    }
+    let t = h.use_up_quota(1, "2026-03-01T00:00:00Z");
     let result = h.input(&t.to_string(), next_refresh(1, 5));
     assert_eq!(
         result,
@@ -486,11 +493,7 @@ fn f18_t3_reset_follows_santiago_midnight_gap() {
     // 2026-09-06 in America/Santiago begins at 01:00 (-03): midnight is skipped.
     let mut h = Harness::new("America/Santiago", "2026-09-05T00:00:00-04:00");
     h.add("2026-09-05T00:00:00-04:00", 1, manual());
-    let mut t = at("2026-09-05T10:00:00-04:00");
-    for _ in 0..DAILY_QUOTA {
-        h.input(&t.to_string(), next_refresh(1, 5)).unwrap();
-        t = t.plus_minutes(5);
-    }
+    let t = h.use_up_quota(1, "2026-09-05T10:00:00-04:00");
     assert!(h.input(&t.to_string(), next_refresh(1, 5)).is_err());
     h.take_log();
     h.run_until("2026-09-07T00:00:00-03:00");
@@ -705,11 +708,7 @@ fn t5_downtime_each_timer_kind_fires_once_and_nothing_is_replayed() {
 fn t5_missed_midnights_give_one_reset() {
     let mut h = Harness::new("UTC", "2026-03-01T00:00:00Z");
     h.add("2026-03-01T00:00:00Z", 1, manual());
-    let mut t = at("2026-03-01T00:00:00Z");
-    for _ in 0..DAILY_QUOTA {
-        h.input(&t.to_string(), next_refresh(1, 5)).unwrap();
-        t = t.plus_minutes(5);
-    }
+    let t = h.use_up_quota(1, "2026-03-01T00:00:00Z");
     assert!(h.input(&t.to_string(), next_refresh(1, 5)).is_err());
     h.take_log();
     h.wake_at(at("2026-03-04T12:00:00Z"));
