@@ -29,7 +29,10 @@ pub fn check_id(field: &str, id: &str) -> ApiResult<()> {
     }
 }
 
-async fn issue_key(state: &AppState, kind: KeyKind, principal: &str) -> ApiResult<String> {
+/// A new key for `principal` and the record that stores its hash. The record is
+/// written in the same transaction as the principal, so a failure leaves neither and a
+/// retry does not meet a keyless principal.
+fn new_key(state: &AppState, kind: KeyKind, principal: &str) -> (String, KeyRecord) {
     let key = new_api_key(kind);
     let record = KeyRecord {
         key_hash: hash_key(&key),
@@ -37,13 +40,7 @@ async fn issue_key(state: &AppState, kind: KeyKind, principal: &str) -> ApiResul
         principal: principal.to_string(),
         created_at: state.engine.now().as_millis(),
     };
-    state
-        .engine
-        .store()
-        .insert_key(&record)
-        .await
-        .map_err(EngineError::from)?;
-    Ok(key)
+    (key, record)
 }
 
 fn exists(what: &str) -> ApiError {
@@ -79,11 +76,16 @@ pub async fn create_app(
     };
     let app = App::new(body.appid.clone(), subject, None).map_err(EngineError::from)?;
     let text = serde_json::to_string(&app).map_err(EngineError::corrupt)?;
-    match state.engine.store().insert_app(&body.appid, &text).await {
+    let (key, record) = new_key(&state, KeyKind::App, &body.appid);
+    match state
+        .engine
+        .store()
+        .insert_app(&body.appid, &text, Some(&record))
+        .await
+    {
         Err(StoreError::Exists) => return Err(exists("an app with this appid")),
         other => other.map_err(EngineError::from)?,
     }
-    let key = issue_key(&state, KeyKind::App, &body.appid).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"appid": body.appid, "developer_key": key})),
@@ -116,13 +118,18 @@ pub async fn create_provider(
         refresh_url: body.refresh_url,
         system_app: body.system_app,
         api_version: body.api_version,
-        signing_secret: signing_secret.clone(),
+        signing_secret: state.engine.seal_signing_secret(&signing_secret),
     };
-    match state.engine.store().insert_provider(&provider).await {
+    let (key, record) = new_key(&state, KeyKind::Provider, &body.provider);
+    match state
+        .engine
+        .store()
+        .insert_provider(&provider, Some(&record))
+        .await
+    {
         Err(StoreError::Exists) => return Err(exists("a provider with this name")),
         other => other.map_err(EngineError::from)?,
     };
-    let key = issue_key(&state, KeyKind::Provider, &body.provider).await?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -191,19 +198,57 @@ pub async fn create_device(
     caller.require(KeyKind::Operator)?;
     check_id("device_id", &body.device_id)?;
     check_id("user_id", &body.user_id)?;
+    let (key, record) = new_key(&state, KeyKind::Device, &body.device_id);
     match state
         .engine
-        .create_device(&body.device_id, &body.user_id, &body.zone)
+        .create_device(&body.device_id, &body.user_id, &body.zone, &record)
         .await
     {
         Err(EngineError::Exists(_)) => return Err(exists("a device with this device_id")),
         other => other?,
     }
-    let key = issue_key(&state, KeyKind::Device, &body.device_id).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"device_id": body.device_id, "device_key": key})),
     ))
+}
+
+#[derive(Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecretBody {
+    /// How long the replaced secret keeps signing beside the new one, 0 to 10,080
+    /// minutes (7 days) [default: 1,440].
+    #[schemars(range(min = 0, max = 10080))]
+    overlap_minutes: Option<i64>,
+}
+
+/// Longest overlap of a rotated signing secret with its successor.
+const MAX_SECRET_OVERLAP_MINUTES: i64 = 7 * 24 * 60;
+
+/// Issues a new signing secret for a provider. Until `previous_valid_until` deliveries
+/// carry a `v1=` signature under each secret, the new one first.
+pub async fn rotate_signing_secret(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(provider): Path<String>,
+    Body(body): Body<RotateSecretBody>,
+) -> ApiResult<Json<Value>> {
+    caller.require(KeyKind::Operator)?;
+    let minutes = body.overlap_minutes.unwrap_or(24 * 60);
+    if !(0..=MAX_SECRET_OVERLAP_MINUTES).contains(&minutes) {
+        return Err(ApiError::invalid_request(format!(
+            "overlap_minutes must be 0 to {MAX_SECRET_OVERLAP_MINUTES}"
+        )));
+    }
+    let (secret, until) = state
+        .engine
+        .rotate_signing_secret(&provider, minutes * 60_000)
+        .await?;
+    Ok(Json(json!({
+        "provider": provider,
+        "signing_secret": secret,
+        "previous_valid_until": until.to_timestamp().map(|t| t.to_string()),
+    })))
 }
 
 /// Issues a new key for a principal; the old one answers 401 from then on.

@@ -144,6 +144,14 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
         201,
         post(admin::create_device),
     )
+    .add_json::<admin::RotateSecretBody>(
+        "POST",
+        "/v1/admin/providers/{provider}/rotate-signing-secret",
+        "operator",
+        "Issue a new signing secret; the old one keeps signing beside it for the overlap",
+        200,
+        post(admin::rotate_signing_secret),
+    )
     .add(
         "POST",
         "/v1/admin/{collection}/{id}/rotate-key",

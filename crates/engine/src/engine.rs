@@ -15,11 +15,11 @@ use refreshd_rules::{
     RuleError, Trigger,
 };
 use refreshd_store::{
-    DecisionNote, DeviceCommit, DeviceRecord, FormRecord, NewDelivery, NewEvent, PairCommit,
-    PairRecord, ProviderRecord, Store, StoreError, SubjectKey,
+    DecisionNote, DeviceCommit, DeviceRecord, FormRecord, KeyRecord, NewDelivery, NewEvent,
+    PairCommit, PairRecord, ProviderRecord, Store, StoreError, SubjectKey,
 };
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, Notify};
 
@@ -81,7 +81,7 @@ pub struct Engine {
     /// Device ids with new host events (SSE listeners re-read the store).
     host_events: broadcast::Sender<String>,
     /// Pairs whose fetch runs in this process now.
-    pub(crate) fetching: Mutex<HashSet<(String, String)>>,
+    pub(crate) fetching: Mutex<HashMap<(String, String), usize>>,
 }
 
 /// How often a change is retried when other writers keep winning.
@@ -111,12 +111,40 @@ impl Engine {
             deliveries_waiting: Notify::new(),
             locks: Mutex::new(HashMap::new()),
             host_events: broadcast::channel(1024).0,
-            fetching: Mutex::new(HashSet::new()),
+            fetching: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn now(&self) -> Instant {
         self.clock.now()
+    }
+
+    /// A provider's signing secret as it is stored: sealed like users' tokens.
+    pub fn seal_signing_secret(&self, secret: &str) -> String {
+        self.sealer.seal_text(secret)
+    }
+
+    /// Issues a new signing secret for `provider` and answers it with the instant until
+    /// which the secret it replaces still signs beside it (`overlap_ms` from now), so
+    /// the provider can switch without rejecting a delivery.
+    pub async fn rotate_signing_secret(
+        &self,
+        provider: &str,
+        overlap_ms: i64,
+    ) -> Result<(String, Instant), EngineError> {
+        let mut record = self
+            .store
+            .get_provider(provider)
+            .await?
+            .ok_or(EngineError::NotFound("not_found"))?;
+        let secret = hex::encode(random_bytes::<32>());
+        let until = self.now().plus_millis(overlap_ms);
+        let sealed = self.seal_signing_secret(&secret);
+        record.previous_signing_secret =
+            Some(std::mem::replace(&mut record.signing_secret, sealed));
+        record.previous_secret_until = Some(until.as_millis());
+        self.store.update_provider(&record).await?;
+        Ok((secret, until))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -207,12 +235,13 @@ impl Engine {
 
     // ---- devices ------------------------------------------------------------------
 
-    /// Creates a device in `zone` (T1).
+    /// Creates a device in `zone` (T1), with its first key.
     pub async fn create_device(
         &self,
         device_id: &str,
         user_id: &str,
         zone: &str,
+        key: &KeyRecord,
     ) -> Result<(), EngineError> {
         let zone = jiff::tz::TimeZone::get(zone).map_err(|_| {
             EngineError::invalid(
@@ -228,7 +257,11 @@ impl Engine {
             version: 1,
         };
         self.store
-            .insert_device(&record, device.next_wakeup().map(Instant::as_millis))
+            .insert_device(
+                &record,
+                device.next_wakeup().map(Instant::as_millis),
+                Some(key),
+            )
             .await
             .map_err(|e| match e {
                 StoreError::Exists => EngineError::Exists("device_exists"),
@@ -474,12 +507,7 @@ impl Engine {
                 out,
             )?;
             extras.remove_forms.push(form.form_id.clone());
-            extras.events.push(NewEvent {
-                device_id: form.device_id.clone(),
-                kind: "form_removed".into(),
-                payload: json!({"form_id": form.form_id}).to_string(),
-                at: now.as_millis(),
-            });
+            extras.events.push(form_removed_event(form, now));
             Ok(())
         })
         .await
@@ -649,12 +677,7 @@ impl Engine {
                         None => {
                             let _ = device.apply(now, DeviceInput::RemoveForm(id), out);
                             extras.remove_forms.push(form.form_id.clone());
-                            extras.events.push(NewEvent {
-                                device_id: form.device_id.clone(),
-                                kind: "form_removed".into(),
-                                payload: json!({"form_id": form.form_id}).to_string(),
-                                at: now.as_millis(),
-                            });
+                            extras.events.push(form_removed_event(form, now));
                         }
                     }
                 }
@@ -804,7 +827,7 @@ impl Engine {
             .fetching
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&(appid.to_string(), user_id.to_string()));
+            .contains_key(&(appid.to_string(), user_id.to_string()));
         self.with_pair(&app, user_id, |pair, _, now| {
             if pair.is_in_flight() {
                 if running {
@@ -832,8 +855,20 @@ pub fn form_data_event(data: &refreshd_store::FormData, device_id: &str, at: Ins
     });
     NewEvent {
         device_id: device_id.to_string(),
+        form_id: Some(data.form_id.clone()),
         kind: "form_data".into(),
         payload: payload.to_string(),
+        at: at.as_millis(),
+    }
+}
+
+/// The host event announcing that a form is gone (api.md: `event: form_removed`).
+fn form_removed_event(form: &FormRecord, at: Instant) -> NewEvent {
+    NewEvent {
+        device_id: form.device_id.clone(),
+        form_id: Some(form.form_id.clone()),
+        kind: "form_removed".into(),
+        payload: json!({"form_id": form.form_id}).to_string(),
         at: at.as_millis(),
     }
 }

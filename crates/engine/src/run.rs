@@ -2,14 +2,14 @@
 
 use crate::engine::{form_data_event, Engine};
 use crate::error::EngineError;
-use crate::secrets::sign_delivery;
+use crate::secrets::sign_delivery_with;
 use refreshd_fetch::{fetch_periodic, FetchFailure, Outbound};
 use refreshd_rules::periodic::{
     fetch_jitter_ms, fetch_url, FetchCache, FetchOrder, FetchOutcome, Source,
 };
 use refreshd_rules::Instant;
 use refreshd_store::{
-    DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit, SubjectKey,
+    DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit, ProviderRecord, SubjectKey,
 };
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
@@ -24,6 +24,7 @@ pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 
 /// A finished fetch, ready to be recorded.
 struct FetchCompletion {
+    sent_at: Instant,
     completed: Instant,
     outcome: FetchOutcome,
     retry_after_ms: Option<i64>,
@@ -135,15 +136,22 @@ impl Engine {
         order: FetchOrder,
     ) -> Result<FetchReport, EngineError> {
         let key = (appid.to_string(), user_id.to_string());
-        self.fetching
+        // A count, not a flag: a fetch-now may run beside a scheduled fetch (P11).
+        *self
+            .fetching
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone());
+            .entry(key.clone())
+            .or_insert(0) += 1;
         let report = self.fetch_and_record(appid, user_id, order).await;
-        self.fetching
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = fetching.get_mut(&key) {
+            *running -= 1;
+            if *running == 0 {
+                fetching.remove(&key);
+            }
+        }
+        drop(fetching);
         report
     }
 
@@ -175,6 +183,7 @@ impl Engine {
         let cache = FetchCache {
             data: record.cached_data.clone(),
             time_stamp_ms: record.cached_at,
+            sent_at_ms: record.cached_sent_at,
             etag: record
                 .etag
                 .clone()
@@ -228,6 +237,7 @@ impl Engine {
             })
             .await;
         let completion = FetchCompletion {
+            sent_at,
             completed,
             outcome: result.outcome,
             retry_after_ms,
@@ -281,6 +291,7 @@ impl Engine {
         let mut cache = FetchCache {
             data: record.cached_data.take(),
             time_stamp_ms: record.cached_at,
+            sent_at_ms: record.cached_sent_at,
             etag: record
                 .etag
                 .take()
@@ -292,10 +303,12 @@ impl Engine {
             &done.base,
             done.body.clone(),
             done.etag.clone(),
+            done.sent_at.as_millis(),
             done.completed.as_millis(),
         );
         record.cached_data = cache.data;
         record.cached_at = cache.time_stamp_ms;
+        record.cached_sent_at = cache.sent_at_ms;
         (record.etag_url, record.etag) = match cache.etag {
             Some((url, etag)) => (Some(url), Some(etag)),
             None => (None, None),
@@ -424,6 +437,31 @@ impl Engine {
         }
     }
 
+    /// The signature header under the provider's secret, and under the secret it
+    /// replaced while their overlap lasts (on the engine's clock).
+    fn delivery_signature(
+        &self,
+        provider: &ProviderRecord,
+        unix_seconds: i64,
+        body: &str,
+    ) -> Result<String, &'static str> {
+        let current = self
+            .sealer
+            .open_text(&provider.signing_secret)
+            .map_err(|_| "signing_secret")?;
+        let now = self.now().as_millis();
+        let previous = match (
+            &provider.previous_signing_secret,
+            provider.previous_secret_until,
+        ) {
+            (Some(sealed), Some(until)) if now < until => self.sealer.open_text(sealed).ok(),
+            _ => None,
+        };
+        let mut secrets = vec![current.as_str()];
+        secrets.extend(previous.as_deref());
+        Ok(sign_delivery_with(&secrets, unix_seconds, body))
+    }
+
     /// Sends one delivery; `Ok(Some(json))` when the provider answered with data.
     async fn send_delivery(
         &self,
@@ -439,7 +477,7 @@ impl Engine {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let signature = sign_delivery(&provider.signing_secret, unix_seconds, &delivery.body);
+        let signature = self.delivery_signature(&provider, unix_seconds, &delivery.body)?;
         let headers = vec![
             (CONTENT_TYPE, HeaderValue::from_static("application/json")),
             (

@@ -103,17 +103,44 @@ impl TokenSealer {
             .map_err(|_| UnsealError)?;
         String::from_utf8(plain).map_err(|_| UnsealError)
     }
+
+    /// A secret sealed for a text column: `sealed1:` and the hex of [`TokenSealer::seal`].
+    pub fn seal_text(&self, secret: &str) -> String {
+        format!("{SEALED_TEXT_PREFIX}{}", hex::encode(self.seal(secret)))
+    }
+
+    /// Opens what [`TokenSealer::seal_text`] stored. Text without the prefix was written
+    /// before secrets were sealed and is taken as it is.
+    pub fn open_text(&self, stored: &str) -> Result<String, UnsealError> {
+        match stored.strip_prefix(SEALED_TEXT_PREFIX) {
+            Some(sealed) => self.open(&hex::decode(sealed).map_err(|_| UnsealError)?),
+            None => Ok(stored.to_string()),
+        }
+    }
 }
+
+/// Marks a sealed secret in a text column (provider signing secrets).
+const SEALED_TEXT_PREFIX: &str = "sealed1:";
 
 /// `refreshd-signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (api.md).
 pub fn sign_delivery(signing_secret: &str, unix_seconds: i64, body: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(signing_secret.as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(format!("{unix_seconds}.{body}").as_bytes());
-    format!(
-        "t={unix_seconds},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
+    sign_delivery_with(&[signing_secret], unix_seconds, body)
+}
+
+/// The signature header under several secrets at once: one `v1=` entry per secret, the
+/// current one first. While a rotated secret overlaps its successor, deliveries carry
+/// both, so a provider that still checks the old secret keeps accepting them.
+pub fn sign_delivery_with(secrets: &[&str], unix_seconds: i64, body: &str) -> String {
+    let signed = format!("{unix_seconds}.{body}");
+    let mut header = format!("t={unix_seconds}");
+    for secret in secrets {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(signed.as_bytes());
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(mac.finalize().into_bytes()));
+    }
+    header
 }
 
 #[cfg(test)]
@@ -137,6 +164,27 @@ mod tests {
         assert_eq!(kind_of_key(&key), Some(KeyKind::Device));
         assert_eq!(kind_of_key("bearer"), None);
         assert_ne!(hash_key(&key), hash_key(&new_api_key(KeyKind::Device)));
+    }
+
+    #[test]
+    fn signing_secrets_are_sealed_and_legacy_text_still_opens() {
+        let sealer = TokenSealer::new(&SecretKey([9; 32]));
+        let stored = sealer.seal_text("whsec-1");
+        assert!(stored.starts_with("sealed1:"), "{stored}");
+        assert!(!stored.contains("whsec-1"));
+        assert_eq!(sealer.open_text(&stored).unwrap(), "whsec-1");
+        assert_eq!(sealer.open_text("plain-legacy").unwrap(), "plain-legacy");
+        let other = TokenSealer::new(&SecretKey([8; 32]));
+        assert!(other.open_text(&stored).is_err());
+    }
+
+    #[test]
+    fn overlapping_secrets_sign_with_one_entry_each_current_first() {
+        let both = sign_delivery_with(&["new", "old"], 1_700_000_000, "{}");
+        let new_only = sign_delivery("new", 1_700_000_000, "{}");
+        let old_only = sign_delivery("old", 1_700_000_000, "{}");
+        let old_entry = old_only.split_once(",v1=").unwrap().1;
+        assert_eq!(both, format!("{new_only},v1={old_entry}"));
     }
 
     #[test]

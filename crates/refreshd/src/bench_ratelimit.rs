@@ -72,16 +72,14 @@ pub async fn run(seconds: u64) -> Result<()> {
     );
     let mut keys = Vec::new();
     for device in ["loud", "quiet"] {
-        engine.create_device(device, device, "UTC").await?;
         let key = new_api_key(KeyKind::Device);
-        store
-            .insert_key(&KeyRecord {
-                key_hash: hash_key(&key),
-                kind: KeyKind::Device,
-                principal: device.into(),
-                created_at: 0,
-            })
-            .await?;
+        let record = KeyRecord {
+            key_hash: hash_key(&key),
+            kind: KeyKind::Device,
+            principal: device.into(),
+            created_at: 0,
+        };
+        engine.create_device(device, device, "UTC", &record).await?;
         keys.push(key);
     }
     let app = refreshd_api::router(engine, LIMIT_PER_SECOND, BURST);

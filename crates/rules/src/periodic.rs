@@ -563,6 +563,8 @@ impl FetchPair {
 pub struct FetchCache {
     pub data: Option<String>,
     pub time_stamp_ms: Option<i64>,
+    /// When the fetch that last changed the cache was sent (ms).
+    pub sent_at_ms: Option<i64>,
     pub etag: Option<(String, String)>,
 }
 
@@ -581,29 +583,41 @@ impl FetchCache {
         }
     }
 
-    /// P13, P14: applies a completed fetch of `url`. Failures change nothing.
+    /// P13, P14: applies a fetch of `url` sent at `sent_at_ms` and completed at
+    /// `completed_at_ms`; true when the cache changed. Failures change nothing.
+    ///
+    /// The cache only moves forward: two fetches of one user may overlap (a fetch-now
+    /// beside a scheduled one, P11), and the answer of the fetch sent later is the
+    /// fresher one whichever finishes last, so a fetch sent before the one that last
+    /// changed the cache changes nothing.
     pub fn apply(
         &mut self,
         outcome: FetchOutcome,
         url: &str,
         body: String,
         etag: Option<String>,
+        sent_at_ms: i64,
         completed_at_ms: i64,
-    ) {
-        match outcome {
-            FetchOutcome::Ok => {
-                self.data = Some(body);
-                self.time_stamp_ms = Some(completed_at_ms);
-                self.etag = etag.map(|e| (url.to_string(), e));
-            }
-            FetchOutcome::NotModified => {
-                self.time_stamp_ms = Some(completed_at_ms);
-                if let Some(e) = etag {
-                    self.etag = Some((url.to_string(), e));
-                }
-            }
-            _ => {}
+    ) -> bool {
+        if !matches!(outcome, FetchOutcome::Ok | FetchOutcome::NotModified) {
+            return false;
         }
+        if self.sent_at_ms.is_some_and(|last| sent_at_ms < last) {
+            return false;
+        }
+        self.sent_at_ms = Some(sent_at_ms);
+        // A later-sent fetch that completed first keeps its (later) time stamp.
+        let time_stamp = self
+            .time_stamp_ms
+            .map_or(completed_at_ms, |t| t.max(completed_at_ms));
+        self.time_stamp_ms = Some(time_stamp);
+        if outcome == FetchOutcome::Ok {
+            self.data = Some(body);
+            self.etag = etag.map(|e| (url.to_string(), e));
+        } else if let Some(e) = etag {
+            self.etag = Some((url.to_string(), e));
+        }
+        true
     }
 }
 
@@ -654,13 +668,13 @@ mod tests {
     fn p15_read_returns_last_completed_fetch_or_nothing() {
         let mut cache = FetchCache::default();
         assert_eq!(cache.read(), None, "no_cached_data");
-        cache.apply(FetchOutcome::Ok, "u", String::new(), None, 5);
+        cache.apply(FetchOutcome::Ok, "u", String::new(), None, 5, 5);
         assert_eq!(
             cache.read(),
             Some(("", 5)),
             "an empty 200 is cached data too"
         );
-        cache.apply(FetchOutcome::TooLarge, "u", "x".into(), None, 6);
+        cache.apply(FetchOutcome::TooLarge, "u", "x".into(), None, 6, 6);
         assert_eq!(cache.read(), Some(("", 5)));
     }
 
@@ -936,11 +950,18 @@ mod tests {
     #[test]
     fn p13_cache_keeps_data_on_failure_and_moves_timestamp_on_304() {
         let mut cache = FetchCache::default();
-        cache.apply(FetchOutcome::Ok, "u1", "v1".into(), Some("\"e\"".into()), 1);
-        cache.apply(FetchOutcome::HttpStatus, "u1", "oops".into(), None, 2);
+        cache.apply(
+            FetchOutcome::Ok,
+            "u1",
+            "v1".into(),
+            Some("\"e\"".into()),
+            1,
+            1,
+        );
+        cache.apply(FetchOutcome::HttpStatus, "u1", "oops".into(), None, 2, 2);
         assert_eq!(cache.data.as_deref(), Some("v1"));
         assert_eq!(cache.time_stamp_ms, Some(1));
-        cache.apply(FetchOutcome::NotModified, "u1", String::new(), None, 3);
+        cache.apply(FetchOutcome::NotModified, "u1", String::new(), None, 3, 3);
         assert_eq!(cache.time_stamp_ms, Some(3));
         assert_eq!(cache.if_none_match("u1"), Some("\"e\""));
         assert_eq!(
@@ -948,11 +969,34 @@ mod tests {
             None,
             "an ETag belongs to its URL"
         );
-        cache.apply(FetchOutcome::Ok, "u1", "v2".into(), None, 4);
+        cache.apply(FetchOutcome::Ok, "u1", "v2".into(), None, 4, 4);
         assert_eq!(
             cache.if_none_match("u1"),
             None,
             "a 2xx without ETag clears it"
+        );
+    }
+
+    #[test]
+    fn p11_overlapping_fetches_the_later_sent_wins_whichever_finishes_last() {
+        // Sent at 10 and at 20; the one sent at 20 finishes first.
+        let mut cache = FetchCache::default();
+        assert!(cache.apply(FetchOutcome::Ok, "u", "newer".into(), None, 20, 30));
+        assert!(!cache.apply(FetchOutcome::Ok, "u", "older".into(), None, 10, 40));
+        assert_eq!(cache.read(), Some(("newer", 30)));
+        assert!(!cache.apply(FetchOutcome::NotModified, "u", String::new(), None, 10, 50));
+        assert_eq!(
+            cache.read(),
+            Some(("newer", 30)),
+            "a stale 304 confirms nothing"
+        );
+        // Sent at 60 and at 70; the one sent at 60 finishes first: both apply in turn.
+        assert!(cache.apply(FetchOutcome::Ok, "u", "a".into(), None, 60, 80));
+        assert!(cache.apply(FetchOutcome::Ok, "u", "b".into(), None, 70, 75));
+        assert_eq!(
+            cache.read(),
+            Some(("b", 80)),
+            "the time stamp never goes back"
         );
     }
 }

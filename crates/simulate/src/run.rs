@@ -383,7 +383,7 @@ impl<'s> Simulation<'s> {
         let (outcome, body, etag) = answer(&origin, state.cache.if_none_match(&base));
         state
             .cache
-            .apply(outcome, &base, body, etag, at.as_millis());
+            .apply(outcome, &base, body, etag, at.as_millis(), at.as_millis());
         let retry_after_ms = origin
             .retry_after_s
             .map(|s| (s as i64).saturating_mul(1000));

@@ -56,7 +56,8 @@ pub type EventBuilder = dyn Fn(&FormData) -> NewEvent + Send + Sync;
 /// Everything refreshd keeps. Implemented by [`SqliteStore`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Answers when the database is reachable.
+    /// Answers when the database is reachable and takes writes: after a failed commit
+    /// (a full disk) the embedded store answers an error until a write fits again.
     async fn ping(&self) -> StoreResult<()>;
 
     // ---- keys
@@ -67,22 +68,29 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate_key(&self, new_key: &KeyRecord, now: i64) -> StoreResult<()>;
 
     // ---- apps
-    async fn insert_app(&self, appid: &str, app: &str) -> StoreResult<()>;
+    /// Inserts an app with its first key, in one transaction (a failure leaves neither).
+    async fn insert_app(&self, appid: &str, app: &str, key: Option<&KeyRecord>) -> StoreResult<()>;
     async fn get_app(&self, appid: &str) -> StoreResult<Option<String>>;
     async fn put_app(&self, appid: &str, app: &str) -> StoreResult<()>;
 
     // ---- providers
-    /// Inserts a provider, choosing its number.
-    async fn insert_provider(&self, provider: &NewProvider) -> StoreResult<ProviderRecord>;
+    /// Inserts a provider with its first key, choosing its number, in one transaction.
+    async fn insert_provider(
+        &self,
+        provider: &NewProvider,
+        key: Option<&KeyRecord>,
+    ) -> StoreResult<ProviderRecord>;
     async fn get_provider(&self, provider: &str) -> StoreResult<Option<ProviderRecord>>;
     async fn update_provider(&self, provider: &ProviderRecord) -> StoreResult<()>;
     async fn provider_by_num(&self, provider_num: i64) -> StoreResult<Option<ProviderRecord>>;
 
     // ---- devices and forms
+    /// Inserts a device with its first key, in one transaction.
     async fn insert_device(
         &self,
         device: &DeviceRecord,
         next_wake_at: Option<i64>,
+        key: Option<&KeyRecord>,
     ) -> StoreResult<()>;
     async fn get_device(&self, device_id: &str) -> StoreResult<Option<DeviceRecord>>;
     /// Writes a device's new state and everything it caused, if its version is still

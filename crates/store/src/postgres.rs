@@ -74,6 +74,8 @@ fn provider_from_row(row: &sqlx::postgres::PgRow) -> ProviderRecord {
         market_update_duration: row.get("market_update_duration"),
         signing_secret: row.get("signing_secret"),
         form_config: row.get("form_config"),
+        previous_signing_secret: row.get("previous_signing_secret"),
+        previous_secret_until: row.get("previous_secret_until"),
     }
 }
 
@@ -98,28 +100,55 @@ fn pair_from_row(row: &sqlx::postgres::PgRow) -> PairRecord {
         token_sealed: row.get("token_sealed"),
         cached_data: row.get("cached_data"),
         cached_at: row.get("cached_at"),
+        cached_sent_at: row.get("cached_sent_at"),
         etag: row.get("etag"),
         etag_url: row.get("etag_url"),
     }
 }
 
 const FORM_COLUMNS: &str = "form_id, form_num, device_id, provider, form_name, created_at";
-const PROVIDER_COLUMNS: &str = "provider, provider_num, refresh_url, system_app, api_version, market_update_duration, signing_secret, form_config";
-const PAIR_COLUMNS: &str = "appid, user_id, state, version, next_wake_at, token_sealed, cached_data, cached_at, etag, etag_url";
+const PROVIDER_COLUMNS: &str = "provider, provider_num, refresh_url, system_app, api_version, market_update_duration, signing_secret, form_config, previous_signing_secret, previous_secret_until";
+const PAIR_COLUMNS: &str = "appid, user_id, state, version, next_wake_at, token_sealed, cached_data, cached_at, etag, etag_url, cached_sent_at";
+
+async fn insert_key_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    key: &KeyRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (key_hash, kind, principal, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&key.key_hash)
+    .bind(key.kind.as_str())
+    .bind(&key.principal)
+    .bind(key.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
 
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     event: &NewEvent,
 ) -> StoreResult<i64> {
     let row = sqlx::query(
-        "INSERT INTO events (device_id, kind, payload, at) VALUES ($1, $2, $3, $4) RETURNING event_id",
+        "INSERT INTO events (device_id, form_id, kind, payload, at) VALUES ($1, $2, $3, $4, $5) RETURNING event_id",
     )
     .bind(&event.device_id)
+    .bind(&event.form_id)
     .bind(&event.kind)
     .bind(&event.payload)
     .bind(event.at)
     .fetch_one(&mut **tx)
     .await?;
+    if let Some(form_id) = &event.form_id {
+        sqlx::query(
+            "DELETE FROM events WHERE form_id = $1 AND event_id <= (SELECT event_id FROM events WHERE form_id = $1 ORDER BY event_id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(form_id)
+        .bind(EVENTS_KEPT_PER_FORM)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(row.get(0))
 }
 
@@ -156,15 +185,9 @@ impl Store for PgStore {
     }
 
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO api_keys (key_hash, kind, principal, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&key.key_hash)
-        .bind(key.kind.as_str())
-        .bind(&key.principal)
-        .bind(key.created_at)
-        .execute(&self.writer)
-        .await?;
+        let mut tx = self.writer.begin().await?;
+        insert_key_row(&mut tx, key).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -193,25 +216,22 @@ impl Store for PgStore {
             .bind(&new_key.principal)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO api_keys (key_hash, kind, principal, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&new_key.key_hash)
-        .bind(new_key.kind.as_str())
-        .bind(&new_key.principal)
-        .bind(new_key.created_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_key_row(&mut tx, new_key).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn insert_app(&self, appid: &str, app: &str) -> StoreResult<()> {
+    async fn insert_app(&self, appid: &str, app: &str, key: Option<&KeyRecord>) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
         sqlx::query("INSERT INTO apps (appid, app) VALUES ($1, $2)")
             .bind(appid)
             .bind(app)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        if let Some(key) = key {
+            insert_key_row(&mut tx, key).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -235,7 +255,11 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn insert_provider(&self, provider: &NewProvider) -> StoreResult<ProviderRecord> {
+    async fn insert_provider(
+        &self,
+        provider: &NewProvider,
+        key: Option<&KeyRecord>,
+    ) -> StoreResult<ProviderRecord> {
         let mut tx = self.writer.begin().await?;
         let num: i64 = sqlx::query("SELECT COALESCE(MAX(provider_num), 0) + 1 FROM providers")
             .fetch_one(&mut *tx)
@@ -252,6 +276,9 @@ impl Store for PgStore {
         .bind(&provider.signing_secret)
         .execute(&mut *tx)
         .await?;
+        if let Some(key) = key {
+            insert_key_row(&mut tx, key).await?;
+        }
         tx.commit().await?;
         Ok(ProviderRecord {
             provider: provider.provider.clone(),
@@ -262,6 +289,8 @@ impl Store for PgStore {
             market_update_duration: None,
             signing_secret: provider.signing_secret.clone(),
             form_config: None,
+            previous_signing_secret: None,
+            previous_secret_until: None,
         })
     }
 
@@ -287,7 +316,7 @@ impl Store for PgStore {
 
     async fn update_provider(&self, p: &ProviderRecord) -> StoreResult<()> {
         let done = sqlx::query(
-            "UPDATE providers SET refresh_url = $1, system_app = $2, api_version = $3, market_update_duration = $4, signing_secret = $5, form_config = $6 WHERE provider = $7",
+            "UPDATE providers SET refresh_url = $1, system_app = $2, api_version = $3, market_update_duration = $4, signing_secret = $5, form_config = $6, previous_signing_secret = $7, previous_secret_until = $8 WHERE provider = $9",
         )
         .bind(&p.refresh_url)
         .bind(p.system_app as i64)
@@ -295,6 +324,8 @@ impl Store for PgStore {
         .bind(p.market_update_duration)
         .bind(&p.signing_secret)
         .bind(&p.form_config)
+        .bind(&p.previous_signing_secret)
+        .bind(p.previous_secret_until)
         .bind(&p.provider)
         .execute(&self.writer)
         .await?;
@@ -308,15 +339,21 @@ impl Store for PgStore {
         &self,
         device: &DeviceRecord,
         next_wake_at: Option<i64>,
+        key: Option<&KeyRecord>,
     ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
         sqlx::query("INSERT INTO devices (device_id, user_id, state, version, next_wake_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&device.device_id)
             .bind(&device.user_id)
             .bind(&device.state)
             .bind(device.version)
             .bind(next_wake_at)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        if let Some(key) = key {
+            insert_key_row(&mut tx, key).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -363,7 +400,8 @@ impl Store for PgStore {
             .await?;
         }
         for form_id in &commit.remove_forms {
-            for table in ["forms", "form_data", "form_decisions"] {
+            // Its events go too: the `form_removed` written below is all a host needs.
+            for table in ["forms", "form_data", "form_decisions", "events"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE form_id = $1"))
                     .bind(form_id)
                     .execute(&mut *tx)
@@ -648,7 +686,7 @@ impl Store for PgStore {
         let mut tx = self.writer.begin().await?;
         if commit.expected_version == 0 {
             sqlx::query(&format!(
-                "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9)"
+                "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10)"
             ))
             .bind(&r.appid)
             .bind(&r.user_id)
@@ -659,6 +697,7 @@ impl Store for PgStore {
             .bind(r.cached_at)
             .bind(&r.etag)
             .bind(&r.etag_url)
+            .bind(r.cached_sent_at)
             .execute(&mut *tx)
             .await
             .map_err(|e| match StoreError::from(e) {
@@ -667,8 +706,8 @@ impl Store for PgStore {
             })?;
         } else {
             let updated = sqlx::query(
-                "UPDATE fetch_pairs SET state = $1, version = version + 1, next_wake_at = $2, claimed_by = NULL, claim_until = NULL, token_sealed = $3, cached_data = $4, cached_at = $5, etag = $6, etag_url = $7
-                 WHERE appid = $8 AND user_id = $9 AND version = $10",
+                "UPDATE fetch_pairs SET state = $1, version = version + 1, next_wake_at = $2, claimed_by = NULL, claim_until = NULL, token_sealed = $3, cached_data = $4, cached_at = $5, etag = $6, etag_url = $7, cached_sent_at = $8
+                 WHERE appid = $9 AND user_id = $10 AND version = $11",
             )
             .bind(&r.state)
             .bind(r.next_wake_at)
@@ -677,6 +716,7 @@ impl Store for PgStore {
             .bind(r.cached_at)
             .bind(&r.etag)
             .bind(&r.etag_url)
+            .bind(r.cached_sent_at)
             .bind(&r.appid)
             .bind(&r.user_id)
             .bind(commit.expected_version)

@@ -54,8 +54,13 @@ pub struct ProviderRecord {
     pub system_app: bool,
     pub api_version: i64,
     pub market_update_duration: Option<i64>,
+    /// Sealed by the engine; the store never sees the secret itself.
     pub signing_secret: String,
     pub form_config: Option<String>,
+    /// The secret `signing_secret` replaced, still signing beside it until
+    /// `previous_secret_until` (sealed likewise).
+    pub previous_signing_secret: Option<String>,
+    pub previous_secret_until: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +94,9 @@ pub struct FormData {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
     pub device_id: String,
+    /// The form the event is about: a form keeps only its last
+    /// [`EVENTS_KEPT_PER_FORM`] events, so a provider writing often grows nothing.
+    pub form_id: Option<String>,
     pub kind: String,
     /// JSON text.
     pub payload: String,
@@ -176,6 +184,8 @@ pub struct PairRecord {
     pub token_sealed: Option<Vec<u8>>,
     pub cached_data: Option<String>,
     pub cached_at: Option<i64>,
+    /// When the fetch that produced the cached data was sent.
+    pub cached_sent_at: Option<i64>,
     pub etag: Option<String>,
     pub etag_url: Option<String>,
 }
@@ -207,3 +217,8 @@ pub enum SubjectKey {
 
 /// Attempts kept in the fetch log per user and app.
 pub const FETCH_LOG_KEPT: i64 = 100;
+
+/// Host events kept per form (api.md needs the latest one to be replayable; a few more
+/// let a host that reconnects quickly see the recent sequence). With form data capped
+/// at 262,144 bytes, one placed form holds at most 1 + 4 copies of its data: 1.25 MiB.
+pub const EVENTS_KEPT_PER_FORM: i64 = 4;

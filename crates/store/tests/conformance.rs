@@ -78,13 +78,16 @@ fn form(id: &str, num: i64, device: &str) -> FormRecord {
 
 async fn provider(store: &dyn Store) -> ProviderRecord {
     store
-        .insert_provider(&NewProvider {
-            provider: "p".into(),
-            refresh_url: "https://p.example/r".into(),
-            system_app: false,
-            api_version: 11,
-            signing_secret: "s".into(),
-        })
+        .insert_provider(
+            &NewProvider {
+                provider: "p".into(),
+                refresh_url: "https://p.example/r".into(),
+                system_app: false,
+                api_version: 11,
+                signing_secret: "s".into(),
+            },
+            None,
+        )
         .await
         .unwrap()
 }
@@ -115,9 +118,9 @@ async fn keys_are_found_by_hash_and_rotation_revokes(store: Arc<dyn Store>) {
 conformance!(keys, keys_are_found_by_hash_and_rotation_revokes);
 
 async fn apps_and_providers_keep_what_was_written(store: Arc<dyn Store>) {
-    store.insert_app("wx1", "{\"a\":1}").await.unwrap();
+    store.insert_app("wx1", "{\"a\":1}", None).await.unwrap();
     assert!(matches!(
-        store.insert_app("wx1", "{}").await,
+        store.insert_app("wx1", "{}", None).await,
         Err(StoreError::Exists)
     ));
     assert!(matches!(
@@ -131,13 +134,16 @@ async fn apps_and_providers_keep_what_was_written(store: Arc<dyn Store>) {
     );
     let p = provider(store.as_ref()).await;
     let second = store
-        .insert_provider(&NewProvider {
-            provider: "q".into(),
-            refresh_url: "https://q.example/".into(),
-            system_app: true,
-            api_version: 9,
-            signing_secret: "t".into(),
-        })
+        .insert_provider(
+            &NewProvider {
+                provider: "q".into(),
+                refresh_url: "https://q.example/".into(),
+                system_app: true,
+                api_version: 9,
+                signing_secret: "t".into(),
+            },
+            None,
+        )
         .await
         .unwrap();
     assert!(second.provider_num > p.provider_num);
@@ -160,7 +166,10 @@ conformance!(apps_and_providers, apps_and_providers_keep_what_was_written);
 
 async fn device_commits_are_atomic_and_versioned(store: Arc<dyn Store>) {
     provider(store.as_ref()).await;
-    store.insert_device(&device("d1"), Some(100)).await.unwrap();
+    store
+        .insert_device(&device("d1"), Some(100), None)
+        .await
+        .unwrap();
     let n1 = store.next_form_num().await.unwrap();
     let n2 = store.next_form_num().await.unwrap();
     assert!(n2 > n1, "form numbers are never reused");
@@ -181,6 +190,7 @@ async fn device_commits_are_atomic_and_versioned(store: Arc<dyn Store>) {
         }],
         events: vec![NewEvent {
             device_id: "d1".into(),
+            form_id: None,
             kind: "k".into(),
             payload: "{}".into(),
             at: 100,
@@ -258,7 +268,10 @@ conformance!(device_commits, device_commits_are_atomic_and_versioned);
 
 async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
     provider(store.as_ref()).await;
-    store.insert_device(&device("d1"), None).await.unwrap();
+    store
+        .insert_device(&device("d1"), None, None)
+        .await
+        .unwrap();
     let delivery = |id: &str| NewDelivery {
         delivery_id: id.into(),
         form_id: "f1".into(),
@@ -285,6 +298,7 @@ async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
     };
     let event = NewEvent {
         device_id: "d1".into(),
+        form_id: None,
         kind: "form_data".into(),
         payload: "{}".into(),
         at: 20,
@@ -329,6 +343,7 @@ async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
     );
     let builder = |d: &FormData| NewEvent {
         device_id: "d1".into(),
+        form_id: None,
         kind: "form_data".into(),
         payload: d.data.clone(),
         at: 30,
@@ -408,12 +423,12 @@ conformance!(pairs, pairs_are_versioned_and_logs_keep_the_last_100);
 async fn claims_are_exclusive_expire_and_are_released_by_commits(store: Arc<dyn Store>) {
     for i in 0..20 {
         store
-            .insert_device(&device(&format!("d{i}")), Some(100 + i))
+            .insert_device(&device(&format!("d{i}")), Some(100 + i), None)
             .await
             .unwrap();
     }
     store
-        .insert_device(&device("later"), Some(10_000))
+        .insert_device(&device("later"), Some(10_000), None)
         .await
         .unwrap();
     assert_eq!(store.planned_wakeups().await.unwrap().len(), 21);
@@ -474,7 +489,7 @@ conformance!(
 async fn concurrent_claimers_never_share_a_subject(store: Arc<dyn Store>) {
     for i in 0..200 {
         store
-            .insert_device(&device(&format!("c{i}")), Some(i))
+            .insert_device(&device(&format!("c{i}")), Some(i), None)
             .await
             .unwrap();
     }

@@ -1,0 +1,10 @@
+-- A rotated signing secret keeps signing beside its successor until this instant.
+ALTER TABLE providers ADD COLUMN previous_signing_secret TEXT;
+ALTER TABLE providers ADD COLUMN previous_secret_until BIGINT;
+
+-- When the fetch that produced the cached data was sent: the cache only moves forward.
+ALTER TABLE fetch_pairs ADD COLUMN cached_sent_at BIGINT;
+
+-- The form an event is about: each form keeps a short history of events.
+ALTER TABLE events ADD COLUMN form_id TEXT;
+CREATE INDEX events_form ON events(form_id, event_id) WHERE form_id IS NOT NULL;
