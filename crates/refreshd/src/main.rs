@@ -4,6 +4,7 @@ mod bench;
 mod bench_fetch;
 mod bench_hostile;
 mod bench_ratelimit;
+mod data_dir;
 mod lint;
 mod serve;
 

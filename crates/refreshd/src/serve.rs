@@ -5,6 +5,7 @@
 //! and the token-sealing key) come only from the environment or from files refreshd
 //! generates in the data directory with mode 0600.
 
+use crate::data_dir::DataDir;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use refreshd_engine::secrets::{hash_key, new_api_key, random_bytes, SecretKey, TokenSealer};
@@ -161,6 +162,12 @@ fn resolve(args: ServeArgs) -> Result<Settings> {
     if allow.is_empty() {
         allow = file.allow_destination;
     }
+    // Every setting is checked before anything is created on disk.
+    DestinationPolicy::parse_trusted(&allow)
+        .with_context(|| "invalid --allow-destination (a CIDR such as 127.0.0.1/32)")?;
+    for (env, cloud) in &file.cloud.envs {
+        check_cloud_base_url(env, &cloud.base_url)?;
+    }
     let time_warp = args.time_warp.or(file.time_warp);
     if let Some(factor) = time_warp {
         if !(factor.is_finite() && factor > 0.0) {
@@ -244,6 +251,21 @@ fn resolve(args: ServeArgs) -> Result<Settings> {
             .map(|(env, c)| (env, c.base_url))
             .collect(),
     })
+}
+
+/// A cloud environment's base URL must be an absolute http(s) URL without query or
+/// fragment: function names are appended to its path.
+fn check_cloud_base_url(env: &str, base_url: &str) -> Result<()> {
+    let url = reqwest::Url::parse(base_url)
+        .with_context(|| format!("cloud.envs.{env}.base_url \"{base_url}\" is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        bail!("cloud.envs.{env}.base_url must be an http(s) URL with a host and no query or fragment, got \"{base_url}\"");
+    }
+    Ok(())
 }
 
 /// Writes a new secret file readable only by its owner.
@@ -354,8 +376,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 async fn serve(settings: Settings) -> Result<()> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
+    // Held until the process ends: one `serve` per data directory.
+    let _data_dir = DataDir::open(
+        &settings.data_dir,
+        &format!("listening on {}", settings.listen),
+    )?;
     let store: Arc<dyn Store> = match settings.store.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             // Never print the URL: it may carry a password.
@@ -502,5 +527,25 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{error:#}").contains("time-warp"), "{error:#}");
+        let error = resolve(ServeArgs {
+            allow_destination: vec!["127.0.0.1/33".into()],
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("allow-destination"),
+            "{error:#}"
+        );
+        assert!(format!("{error:#}").contains("127.0.0.1/33"), "{error:#}");
+        let bad_cloud = file("[cloud.envs.prod]\nbase_url = \"ftp://10.0.0.1\"\n");
+        let error = resolve(ServeArgs {
+            config: Some(bad_cloud),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("cloud.envs.prod.base_url"),
+            "{error:#}"
+        );
     }
 }
