@@ -164,6 +164,12 @@ async fn no_principal_reaches_another_principals_objects() {
         probes.push((key, "POST", "/v1/admin/apps/wx2/rotate-key".into(), None));
         probes.push((
             key,
+            "POST",
+            "/v1/admin/providers/p2/rotate-signing-secret".into(),
+            Some(json!({})),
+        ));
+        probes.push((
+            key,
             "PUT",
             "/v1/admin/providers/p2/market-update-duration".into(),
             Some(json!({"update_duration": 336})),
