@@ -4,6 +4,7 @@ mod bench;
 mod bench_fetch;
 mod bench_hostile;
 mod bench_ratelimit;
+mod http_server;
 mod lint;
 mod serve;
 
