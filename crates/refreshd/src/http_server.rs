@@ -5,8 +5,9 @@
 //!   within `header_read_timeout` of starting to (or of finishing the previous
 //!   request), or it is closed; a slow-loris client cannot hold a connection.
 //! - **Connection cap**: at most `max_connections` at once. Past it, a new connection
-//!   is accepted, answered `503 too_many_connections` (with `Retry-After: 1`) and
-//!   closed, so clients see why instead of hanging in the listen backlog.
+//!   is accepted, its request answered `503 too_many_connections` (with
+//!   `Retry-After: 1`) and closed, so clients see why instead of hanging in the listen
+//!   backlog.
 //! - **Graceful shutdown**: when `shutdown` is cancelled the listener closes, idle
 //!   connections close, and requests in progress finish; [`HttpServer::drained`] tells
 //!   when the last connection is gone (the caller bounds the wait with its grace period).
@@ -137,19 +138,29 @@ async fn serve_connection(
     }
 }
 
-/// Answers 503 on a connection over the cap and closes it. The request is drained
-/// after the answer: closing a socket with unread bytes resets it, and the client
-/// could lose the answer.
+/// Answers 503 on a connection over the cap and closes it. The request's head is read
+/// first (HTTP clients treat an answer that comes before their request as a broken
+/// connection, not as a 503), and whatever else the client sends is drained after the
+/// answer (closing a socket with unread bytes resets it, and the client could lose the
+/// answer). All of it within `REFUSAL_DEADLINE`.
 async fn refuse(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{TOO_MANY_CONNECTIONS}",
         TOO_MANY_CONNECTIONS.len()
     );
     let _ = tokio::time::timeout(REFUSAL_DEADLINE, async {
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            let n = stream.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buffer[..n]);
+        }
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
+        while stream.read(&mut buffer).await? > 0 {}
         Ok::<(), std::io::Error>(())
     })
     .await;
