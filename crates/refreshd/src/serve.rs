@@ -585,6 +585,32 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_and_connection_settings_have_defaults_and_come_from_the_file() {
+        let defaults = resolve(ServeArgs::default()).unwrap();
+        assert_eq!(defaults.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(
+            defaults.http_limits.header_read_timeout,
+            Duration::from_secs(15)
+        );
+        assert_eq!(defaults.http_limits.max_connections, 10_000);
+        assert_eq!(defaults.max_streams_per_key, 8);
+        let config = file("shutdown_grace_seconds = 3\nheader_read_timeout_seconds = 4\nmax_connections = 5\nmax_streams_per_key = 6\n");
+        let settings = resolve(ServeArgs {
+            config: Some(config),
+            max_connections: Some(50),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(
+            settings.http_limits.header_read_timeout,
+            Duration::from_secs(4)
+        );
+        assert_eq!(settings.http_limits.max_connections, 50, "the flag wins");
+        assert_eq!(settings.max_streams_per_key, 6);
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let unknown = file("listne = \"127.0.0.1:1\"\n");
         let error = resolve(ServeArgs {
