@@ -83,7 +83,8 @@ pub struct Engine {
     /// Pairs whose fetch runs in this process now.
     pub(crate) fetching: Mutex<HashSet<(String, String)>>,
     /// Each provider's parsed form definitions, so that adding or re-planning a form
-    /// does not read the whole config again.
+    /// does not read the whole config again. One entry per provider, each holding at
+    /// most `MAX_CONFIG_BYTES` of text: bounded by the number of providers.
     parsed_configs: Mutex<HashMap<String, ParsedConfig>>,
 }
 
