@@ -3,8 +3,9 @@
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
+use crate::extract::Path;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use refreshd_engine::secrets::{hash_key, new_api_key, random_bytes};
@@ -303,5 +304,10 @@ pub async fn rotate_key(
         .rotate_key(&record, state.engine.now().as_millis())
         .await
         .map_err(EngineError::from)?;
+    // The old key answers 401 from now on, so what it opened ends now too.
+    let ended = state.streams.end_streams_of(kind, &id, &record.key_hash);
+    if ended > 0 {
+        tracing::info!(ended, "key rotated: its open event streams were ended");
+    }
     Ok(Json(json!({"id": id, field: key})))
 }

@@ -3,12 +3,17 @@
 //! Events live in the store; the stream reads everything after the last id it sent,
 //! then waits for a notice that the device has more. Replay and live delivery are the
 //! same code path, so a reconnecting host misses nothing kept (seven days).
+//!
+//! A stream ends when its key is rotated (at once on this node; on other nodes of a
+//! fleet at its next wake, when the key is looked up again) and when the service shuts
+//! down, so that shutdown never waits for a client that would listen forever.
 
 use crate::auth::Principal;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
+use crate::streams::StreamTicket;
 use crate::AppState;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use futures_util::stream::{self, Stream};
@@ -28,6 +33,8 @@ impl Drop for ClientGauge {
 
 struct Cursor {
     _gauge: ClientGauge,
+    ticket: StreamTicket,
+    key_hash: Vec<u8>,
     state: AppState,
     device_id: String,
     last_id: i64,
@@ -46,9 +53,24 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(0);
+    let ticket = state
+        .streams
+        .open(KeyKind::Device, &device_id, &caller.key_hash)
+        .map_err(|refused| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "this key already has {} open event streams; close one first",
+                    refused.max_per_key
+                ),
+            )
+        })?;
     metrics::gauge!("refreshd_sse_clients").increment(1.0);
     let cursor = Cursor {
         _gauge: ClientGauge,
+        ticket,
+        key_hash: caller.key_hash.clone(),
         notices: state.engine.subscribe_host_events(),
         state,
         device_id,
@@ -57,6 +79,9 @@ pub async fn events(
     };
     let stream = stream::unfold(cursor, |mut cursor| async move {
         loop {
+            if cursor.ticket.end.is_cancelled() {
+                return None;
+            }
             if let Some(event) = cursor.pending.pop_front() {
                 return Some((Ok(event), cursor));
             }
@@ -93,7 +118,16 @@ pub async fn events(
                     }
                 }
             };
-            let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+            let end = cursor.ticket.end.clone();
+            tokio::select! {
+                _ = end.cancelled() => return None,
+                _ = tokio::time::timeout(Duration::from_secs(5), wait) => {}
+            }
+            // A key rotated through another node of a fleet is noticed here. A store
+            // error keeps the stream: the next wake looks again.
+            if let Ok(None) = cursor.state.engine.store().find_key(&cursor.key_hash).await {
+                return None;
+            }
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -4,19 +4,21 @@
 use crate::auth::Principal;
 use crate::error::{issue_json, ApiError, ApiResult};
 use crate::extract::Body;
+use crate::extract::{Path, Query, RawBody};
 use crate::AppState;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use refreshd_engine::engine::describe_decision;
+use refreshd_engine::engine::{parse_form_config, RemovedForms};
 use refreshd_engine::EngineError;
-use refreshd_rules::form_config::{check_document, LintContext};
+use refreshd_rules::form_config::{FormDefinition, MAX_CONFIG_BYTES};
 use refreshd_rules::periodic::MAX_BODY_BYTES;
 use refreshd_rules::{FormId, Instant, RuleError, Trigger};
 use refreshd_store::{FormRecord, KeyKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 fn rfc3339(at: Instant) -> String {
     at.to_timestamp().map(|t| t.to_string()).unwrap_or_default()
@@ -100,48 +102,101 @@ pub async fn get_data(
     })))
 }
 
-/// The provider's own form_config.json: every error at once, or applied whole (F5, F23a).
+#[derive(Deserialize)]
+pub struct FormConfigQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `[{"form_name", "count"}]`, by form name.
+fn removed_json(removed: &RemovedForms) -> Value {
+    removed
+        .iter()
+        .map(|(name, count)| json!({"form_name": name, "count": count}))
+        .collect()
+}
+
+/// The provider's own form_config.json: every error at once, or applied whole (F5,
+/// F23a). The answer says how many placed forms were removed because their definition
+/// is gone; with `?dry_run=true` it says what would happen and nothing is applied.
 pub async fn put_form_config(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Path(provider): Path<String>,
-    body: Bytes,
+    Query(query): Query<FormConfigQuery>,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
     let own = caller.require(KeyKind::Provider)?;
     if own != provider {
         return Err(ApiError::not_found("not_found"));
     }
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::invalid_request("the body must be UTF-8 JSON"))?;
+    if body.len() > MAX_CONFIG_BYTES {
+        return Err(ApiError::too_large(format!(
+            "a form configuration is limited to {MAX_CONFIG_BYTES} bytes"
+        )));
+    }
+    let text: Arc<str> = Arc::from(
+        std::str::from_utf8(&body)
+            .map_err(|_| ApiError::invalid_request("the body must be UTF-8 JSON"))?,
+    );
     let store = state.engine.store();
     let mut record = store
         .get_provider(&provider)
         .await
         .map_err(EngineError::from)?
         .ok_or(ApiError::not_found("not_found"))?;
-    let report = check_document(
-        text,
-        LintContext {
-            system_app: record.system_app,
-        },
-    );
+    // Reading a config is CPU work proportional to its size: off the async workers.
+    let system_app = record.system_app;
+    let parsing = text.clone();
+    let report = tokio::task::spawn_blocking(move || parse_form_config(&parsing, system_app))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the form configuration could not be read",
+            )
+        })?;
     if report.has_errors() {
         let mut error = ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_config",
-            "the form configuration has errors; nothing was applied",
+            if query.dry_run {
+                "the form configuration has errors; it would not be applied (dry run)"
+            } else {
+                "the form configuration has errors; nothing was applied"
+            },
         );
         error.details = report.errors().map(issue_json).collect();
         return Err(error);
+    }
+    let warnings: Vec<Value> = report.warnings().map(issue_json).collect();
+    let definitions: Arc<[FormDefinition]> = Arc::from(report.value.unwrap_or_default());
+    if query.dry_run {
+        let removed = state
+            .engine
+            .forms_removed_by(&provider, &definitions)
+            .await?;
+        return Ok(Json(json!({
+            "warnings": warnings,
+            "removed_forms": removed_json(&removed),
+            "dry_run": true,
+        })));
     }
     record.form_config = Some(text.to_string());
     store
         .update_provider(&record)
         .await
         .map_err(EngineError::from)?;
-    state.engine.replan_provider(&record).await?;
-    let warnings: Vec<Value> = report.warnings().map(issue_json).collect();
-    Ok(Json(json!({"warnings": warnings})))
+    state
+        .engine
+        .remember_definitions(&provider, text, system_app, definitions);
+    let removed = state.engine.replan_provider(&record).await?;
+    Ok(Json(json!({
+        "warnings": warnings,
+        "removed_forms": removed_json(&removed),
+        "dry_run": false,
+    })))
 }
 
 async fn provider_form(
@@ -200,7 +255,7 @@ pub async fn put_data(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Path(form_id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<StatusCode> {
     let (form, _) = provider_form(&state, &caller, &form_id).await?;
     if body.len() > MAX_BODY_BYTES {

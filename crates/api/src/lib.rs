@@ -14,15 +14,20 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod forms;
+pub mod json_errors;
+pub mod streams;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{middleware, Json, Router};
 use governor::DefaultKeyedRateLimiter;
 use refreshd_engine::Engine;
+use refreshd_store::KeyKind;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
+use streams::StreamRegistry;
 
 /// Largest request body (api.md: 413 above 1 MiB).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -31,7 +36,79 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub rate_limiter: Arc<DefaultKeyedRateLimiter<Vec<u8>>>,
+    pub streams: Arc<StreamRegistry>,
+    pub callers: Arc<Callers>,
     openapi: Arc<Value>,
+}
+
+/// Who may call which route, as declared in `Routes::add`; the authentication
+/// middleware enforces it before the route's extractors read anything.
+#[derive(Default)]
+pub struct Callers {
+    by_path: HashMap<String, Vec<(Method, &'static [KeyKind])>>,
+}
+
+impl Callers {
+    /// The kinds of key that may call `method` on the route `path` (as registered, with
+    /// `{param}` placeholders); HEAD is answered by the GET route.
+    pub fn kinds(&self, method: &Method, path: &str) -> Option<&'static [KeyKind]> {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.by_path
+            .get(path)?
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, kinds)| *kinds)
+    }
+}
+
+const OPERATOR: &[KeyKind] = &[KeyKind::Operator];
+const DEVELOPER: &[KeyKind] = &[KeyKind::App];
+const PROVIDER: &[KeyKind] = &[KeyKind::Provider];
+const DEVICE: &[KeyKind] = &[KeyKind::Device];
+const DEVICE_OR_PROVIDER: &[KeyKind] = &[KeyKind::Device, KeyKind::Provider];
+
+/// Settings of the API that operators choose.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiSettings {
+    /// Requests per second per key.
+    pub rate_limit_per_second: u32,
+    /// Burst per key.
+    pub rate_limit_burst: u32,
+    /// Open SSE streams per key (429 `too_many_streams` past it).
+    pub max_streams_per_key: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            rate_limit_per_second: 50,
+            rate_limit_burst: 100,
+            max_streams_per_key: streams::DEFAULT_MAX_STREAMS_PER_KEY,
+        }
+    }
+}
+
+/// What the server around the router needs: ending the SSE streams at shutdown.
+#[derive(Clone)]
+pub struct ApiHandle {
+    streams: Arc<StreamRegistry>,
+}
+
+impl ApiHandle {
+    /// Ends every open SSE stream (and any opened from now on), so that a graceful
+    /// shutdown does not wait for clients that would listen forever.
+    pub fn end_streams(&self) {
+        self.streams.end_all();
+    }
+
+    /// How many SSE streams are open in this process.
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
 }
 
 /// Routes with their documentation, collected together. Request bodies are described by
@@ -40,26 +117,30 @@ struct Routes {
     router: Router<AppState>,
     paths: Map<String, Value>,
     schemas: schemars::SchemaGenerator,
+    callers: Callers,
 }
 
 impl Routes {
+    /// Routes `method path` to `handler`, callable with a key of one of `caller`'s kinds.
     fn add(
         mut self,
         method: &str,
         path: &str,
-        caller: &str,
+        caller: &'static [KeyKind],
         summary: &str,
         success: u16,
         handler: MethodRouter<AppState>,
     ) -> Self {
-        let security = if caller == "none" {
-            json!([])
-        } else {
-            json!([{"bearer": []}])
-        };
+        let method_name: Method = method.parse().expect("route methods are valid");
+        self.callers
+            .by_path
+            .entry(path.to_string())
+            .or_default()
+            .push((method_name, caller));
+        let security = json!([{"bearer": []}]);
         let operation = json!({
             "summary": summary,
-            "description": format!("Caller: {caller} key."),
+            "description": format!("Caller: {}.", auth::needs_message(caller).trim_start_matches("this endpoint needs ")),
             "security": security,
             "responses": {
                 success.to_string(): {"description": "success"},
@@ -80,7 +161,7 @@ impl Routes {
         mut self,
         method: &str,
         path: &str,
-        caller: &str,
+        caller: &'static [KeyKind],
         summary: &str,
         success: u16,
         handler: MethodRouter<AppState>,
@@ -93,7 +174,14 @@ impl Routes {
     }
 
     /// Documents another method of a path already routed with `add`.
-    fn also(mut self, method: &str, path: &str, caller: &str, summary: &str, success: u16) -> Self {
+    fn also(
+        mut self,
+        method: &str,
+        path: &str,
+        caller: &'static [KeyKind],
+        summary: &str,
+        success: u16,
+    ) -> Self {
         let router = std::mem::take(&mut self.router);
         let documented = self.add(method, path, caller, summary, success, MethodRouter::new());
         Routes {
@@ -103,19 +191,34 @@ impl Routes {
     }
 }
 
-/// Builds the API router over `engine`, with a per-key rate limit.
+/// Builds the API router over `engine`, with a per-key rate limit and the other
+/// settings at their defaults.
 pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
+    build(
+        engine,
+        ApiSettings {
+            rate_limit_per_second: per_second,
+            rate_limit_burst: burst,
+            ..ApiSettings::default()
+        },
+    )
+    .0
+}
+
+/// Builds the API router over `engine`, and the handle that ends its SSE streams.
+pub fn build(engine: Arc<Engine>, api_settings: ApiSettings) -> (Router, ApiHandle) {
     let mut settings = schemars::generate::SchemaSettings::draft2020_12();
     settings.definitions_path = "#/components/schemas/".into();
     let authed = Routes {
         router: Router::new(),
         paths: Map::new(),
         schemas: settings.into_generator(),
+        callers: Callers::default(),
     }
     .add_json::<admin::NewAppBody>(
         "POST",
         "/v1/admin/apps",
-        "operator",
+        OPERATOR,
         "Create an app; returns its developer key",
         201,
         post(admin::create_app),
@@ -123,7 +226,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<admin::NewProviderBody>(
         "POST",
         "/v1/admin/providers",
-        "operator",
+        OPERATOR,
         "Create a widget provider; returns its key and signing secret",
         201,
         post(admin::create_provider),
@@ -131,7 +234,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<admin::MarketBody>(
         "PUT",
         "/v1/admin/providers/{provider}/market-update-duration",
-        "operator",
+        OPERATOR,
         "Set or clear the app market's interval (F10)",
         200,
         put(admin::set_market_update_duration),
@@ -139,7 +242,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<admin::NewDeviceBody>(
         "POST",
         "/v1/admin/devices",
-        "operator",
+        OPERATOR,
         "Create a device; returns its key",
         201,
         post(admin::create_device),
@@ -147,7 +250,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<admin::RotateSecretBody>(
         "POST",
         "/v1/admin/providers/{provider}/rotate-signing-secret",
-        "operator",
+        OPERATOR,
         "Issue a new signing secret; the old one keeps signing beside it for the overlap",
         200,
         post(admin::rotate_signing_secret),
@@ -155,7 +258,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add(
         "POST",
         "/v1/admin/{collection}/{id}/rotate-key",
-        "operator",
+        OPERATOR,
         "Issue a new key; the old one stops working",
         200,
         post(admin::rotate_key),
@@ -163,7 +266,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<apps::PeriodicBody>(
         "PUT",
         "/v1/apps/{appid}/periodic-fetch",
-        "app developer",
+        DEVELOPER,
         "Replace the periodic-fetch setting (P1-P3)",
         200,
         put(apps::put_periodic),
@@ -171,7 +274,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<apps::UserBody>(
         "POST",
         "/v1/apps/{appid}/periodic-fetch/fetch-now",
-        "app developer",
+        DEVELOPER,
         "Fetch a user's data now (P11)",
         200,
         post(apps::fetch_now),
@@ -179,7 +282,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add(
         "GET",
         "/v1/apps/{appid}/periodic-fetch/log",
-        "app developer",
+        DEVELOPER,
         "The last 100 fetch attempts for a user",
         200,
         get(apps::fetch_log),
@@ -187,7 +290,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add(
         "GET",
         "/v1/apps/{appid}/periodic-fetch/explain",
-        "app developer",
+        DEVELOPER,
         "Why a user's data was or was not fetched",
         200,
         get(apps::explain_fetch),
@@ -195,7 +298,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add(
         "POST",
         "/v1/apps/{appid}/launch",
-        "device",
+        DEVICE,
         "The user launched the app (P6)",
         204,
         post(apps::launch),
@@ -203,7 +306,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<apps::TokenBody>(
         "PUT",
         "/v1/apps/{appid}/background-fetch/token",
-        "device",
+        DEVICE,
         "Set the user's token (P5)",
         204,
         put(apps::set_token),
@@ -211,7 +314,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add(
         "GET",
         "/v1/apps/{appid}/background-fetch",
-        "device",
+        DEVICE,
         "Read the user's cached data (P15)",
         200,
         get(apps::read_cached),
@@ -219,7 +322,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add(
         "PUT",
         "/v1/providers/{provider}/form-config",
-        "widget provider",
+        PROVIDER,
         "Upload form_config.json (F1-F5, F23a)",
         200,
         put(forms::put_form_config),
@@ -227,7 +330,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<forms::NewFormBody>(
         "POST",
         "/v1/forms",
-        "device",
+        DEVICE,
         "Add a form (F19, F22, F23)",
         201,
         post(forms::add_form),
@@ -235,7 +338,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add(
         "DELETE",
         "/v1/forms/{form_id}",
-        "device",
+        DEVICE,
         "Remove a form (F22)",
         204,
         delete(forms::remove_form),
@@ -243,7 +346,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<forms::VisibilityBody>(
         "POST",
         "/v1/forms/{form_id}/visibility",
-        "device",
+        DEVICE,
         "Show or hide a form (F19-F21)",
         204,
         post(forms::set_visibility),
@@ -251,7 +354,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add(
         "GET",
         "/v1/forms/{form_id}/data",
-        "device",
+        DEVICE,
         "The form's latest data",
         200,
         get(forms::get_data).put(forms::put_data),
@@ -259,14 +362,14 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .also(
         "PUT",
         "/v1/forms/{form_id}/data",
-        "widget provider",
+        PROVIDER,
         "Update the form's data",
         200,
     )
     .add_json::<forms::NextRefreshBody>(
         "POST",
         "/v1/forms/{form_id}/next-refresh",
-        "widget provider",
+        PROVIDER,
         "Ask for a refresh in N minutes (F13, F14)",
         200,
         post(forms::set_next_refresh),
@@ -274,7 +377,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add(
         "GET",
         "/v1/forms/{form_id}/explain",
-        "device or widget provider",
+        DEVICE_OR_PROVIDER,
         "Why a form did or did not refresh, and what is next",
         200,
         get(forms::explain_form),
@@ -282,7 +385,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<device::NetworkBody>(
         "POST",
         "/v1/device/network",
-        "device",
+        DEVICE,
         "Report going offline or an outage that ended (F16)",
         204,
         post(device::report_network),
@@ -290,7 +393,7 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add_json::<device::ZoneBody>(
         "PUT",
         "/v1/device/zone",
-        "device",
+        DEVICE,
         "Change the device's time zone (F23a)",
         204,
         put(device::set_zone),
@@ -298,21 +401,24 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
     .add(
         "GET",
         "/v1/events",
-        "device",
+        DEVICE,
         "Server-Sent Events for this device, replayable with Last-Event-ID",
         200,
         get(events::events),
     );
     let authed_router = authed.router;
+    let callers = authed.callers;
     let mut paths = authed.paths;
+    document_additions(&mut paths);
     let mut schemas: Map<String, Value> =
         authed.schemas.definitions().clone().into_iter().collect();
     paths.insert("/healthz".into(), json!({"get": {"summary": "200 when the store is reachable", "security": [], "responses": {"200": {"description": "healthy"}, "503": {"description": "store unreachable"}}}}));
     paths.insert("/v1/openapi.json".into(), json!({"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}}));
     schemas.insert("Error".into(), json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message", "details"], "properties": {
         "code": {"type": "string"}, "message": {"type": "string"},
-        "details": {"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}, "hint": {"type": "string"}}}}
+        "details": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorDetail"}}
     }}}}));
+    schemas.insert("ErrorDetail".into(), json!({"type": "object", "properties": {"path": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}, "hint": {"type": "string"}}}));
     let openapi = json!({
         "openapi": "3.1.0",
         "info": {"title": "refreshd", "version": env!("CARGO_PKG_VERSION")},
@@ -322,22 +428,60 @@ pub fn router(engine: Arc<Engine>, per_second: u32, burst: u32) -> Router {
             "schemas": schemas,
         }
     });
+    let streams = StreamRegistry::new(api_settings.max_streams_per_key);
     let state = AppState {
         engine,
-        rate_limiter: Arc::new(auth::rate_limiter(per_second, burst)),
+        rate_limiter: Arc::new(auth::rate_limiter(
+            api_settings.rate_limit_per_second,
+            api_settings.rate_limit_burst,
+        )),
+        streams: streams.clone(),
+        callers: Arc::new(callers),
         openapi: Arc::new(openapi),
     };
     let authed = authed_router.route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::authenticate,
     ));
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi_document))
         .merge(authed)
         .fallback(|| async { error::ApiError::not_found("not_found") })
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .with_state(state)
+        // Outermost: whatever answered an error without the API's JSON shape (axum's
+        // own rejections, an empty 405) is given it.
+        .layer(middleware::from_fn(json_errors::json_error_shape))
+        .with_state(state);
+    (router, ApiHandle { streams })
+}
+
+/// Parameters and response fields the route table cannot derive: the form-config
+/// upload's `dry_run` and `removed_forms`, and the 429 of the event stream.
+fn document_additions(paths: &mut Map<String, Value>) {
+    if let Some(put) = paths
+        .get_mut("/v1/providers/{provider}/form-config")
+        .and_then(|p| p.get_mut("put"))
+    {
+        put["parameters"] = json!([{
+            "name": "dry_run", "in": "query", "required": false,
+            "schema": {"type": "boolean", "default": false},
+            "description": "Check the document and report its effect (warnings, errors, removed_forms) without applying anything."
+        }]);
+        put["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "description": "form_config.json (F1-F5); at most 256 definitions and 262,144 bytes"}}}});
+        put["responses"]["200"] = json!({"description": "applied (or, with dry_run, would be applied)", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["warnings", "removed_forms", "dry_run"],
+            "properties": {
+                "warnings": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorDetail"}},
+                "removed_forms": {"type": "array", "description": "placed forms removed because their definition is gone (F23a), per definition", "items": {"type": "object", "required": ["form_name", "count"], "properties": {"form_name": {"type": "string"}, "count": {"type": "integer", "minimum": 1}}}},
+                "dry_run": {"type": "boolean"}
+            }
+        }}}});
+    }
+    if let Some(get) = paths.get_mut("/v1/events").and_then(|p| p.get_mut("get")) {
+        get["responses"]["429"] = json!({"description": "too_many_streams: the key already has the most open streams allowed (--max-streams-per-key)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    }
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {

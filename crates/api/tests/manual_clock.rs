@@ -26,6 +26,7 @@ struct World {
     /// (delivery id, trigger, decided_at) of every delivery the provider received.
     deliveries: Arc<Mutex<Vec<(String, String, String)>>>,
     refresh_url: String,
+    engine: Arc<Engine>,
     _stop: watch::Sender<bool>,
 }
 
@@ -62,7 +63,7 @@ impl World {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(engine.clone().run(stopped.clone()));
         tokio::spawn(engine.clone().run_deliveries(stopped));
-        let app = refreshd_api::router(engine, 10_000, 10_000);
+        let app = refreshd_api::router(engine.clone(), 10_000, 10_000);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -98,8 +99,38 @@ impl World {
             client: reqwest::Client::new(),
             deliveries,
             refresh_url,
+            engine,
             _stop: stop,
         }
+    }
+
+    /// Sends a raw body (or none) with an optional content type.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, HeaderMap, Value) {
+        let mut request = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| {
+            panic!("{method} {path}: {status} with a body that is not JSON: {text:?}")
+        });
+        (status, headers, json)
     }
 
     async fn call(
@@ -291,4 +322,363 @@ async fn f17_f18_quota_exhausted_is_429_until_local_midnight_then_quota_reset() 
     assert_eq!(retry, 110 * 60);
     world.clock.advance_ms(retry * 1000);
     world.wait_for("quota_reset", 1).await;
+}
+
+/// The api.md error shape, with its code.
+fn error_code(body: &Value) -> &str {
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(body["error"]["details"].is_array(), "{body}");
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f23a_config_upload_reports_removed_forms_and_a_dry_run_applies_nothing() {
+    let world = World::start("removed").await;
+    let (provider_key, device_key, kept) = world
+        .widget(json!({"forms": [{"name": "w"}, {"name": "gone"}]}), "UTC")
+        .await;
+    let mut doomed = Vec::new();
+    for _ in 0..2 {
+        let (status, _, form) = world
+            .call(
+                "POST",
+                "/v1/forms",
+                &device_key,
+                Some(json!({"provider": "p", "form_name": "gone"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{form}");
+        doomed.push(form["form_id"].as_str().unwrap().to_string());
+    }
+    let explain = |form: String| {
+        let world = &world;
+        let device_key = device_key.clone();
+        async move {
+            world
+                .call(
+                    "GET",
+                    &format!("/v1/forms/{form}/explain"),
+                    &device_key,
+                    None,
+                )
+                .await
+                .0
+        }
+    };
+    let dropped = json!({"forms": [{"name": "w", "updateDuraton": 1}]});
+
+    // A dry run reports the effect, warnings included, and changes nothing.
+    let (status, _, body) = world
+        .call(
+            "PUT",
+            "/v1/providers/p/form-config?dry_run=true",
+            &provider_key,
+            Some(dropped.clone()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dry_run"], true);
+    assert_eq!(
+        body["removed_forms"],
+        json!([{"form_name": "gone", "count": 2}])
+    );
+    assert_eq!(body["warnings"][0]["code"], "unknown_field", "{body}");
+    for form in &doomed {
+        assert_eq!(explain(form.clone()).await, 200, "a dry run removed {form}");
+    }
+    // A dry run of an invalid config reports its errors the same way.
+    let (status, _, body) = world
+        .call(
+            "PUT",
+            "/v1/providers/p/form-config?dry_run=true",
+            &provider_key,
+            Some(json!({"forms": [{"name": "w", "updateDuration": -1}]})),
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_config"));
+    assert_eq!(
+        body["error"]["details"][0]["path"],
+        "$.forms[0].updateDuration"
+    );
+
+    // Applied: the response says what was removed, and it is gone.
+    let (status, _, body) = world
+        .call(
+            "PUT",
+            "/v1/providers/p/form-config",
+            &provider_key,
+            Some(dropped),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dry_run"], false);
+    assert_eq!(
+        body["removed_forms"],
+        json!([{"form_name": "gone", "count": 2}])
+    );
+    for form in &doomed {
+        assert_eq!(explain(form.clone()).await, 404);
+    }
+    assert_eq!(explain(kept).await, 200);
+    // Nothing left to remove: an empty list, not a missing field.
+    let (_, _, body) = world
+        .call(
+            "PUT",
+            "/v1/providers/p/form-config",
+            &provider_key,
+            Some(json!({"forms": [{"name": "w"}]})),
+        )
+        .await;
+    assert_eq!(body["removed_forms"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f1_config_limits_answer_with_their_path_and_parsed_definitions_are_cached() {
+    let world = World::start("limits").await;
+    let (provider_key, _, _) = world.widget(json!({"forms": [{"name": "w"}]}), "UTC").await;
+    let many: Vec<Value> = (0..257).map(|i| json!({"name": format!("w{i}")})).collect();
+    let (status, _, body) = world
+        .call(
+            "PUT",
+            "/v1/providers/p/form-config",
+            &provider_key,
+            Some(json!({"forms": many})),
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_config"));
+    assert_eq!(body["error"]["details"][0]["path"], "$.forms");
+    assert_eq!(body["error"]["details"][0]["code"], "too_many_definitions");
+    let padded = json!({"forms": [{"name": "w", "description": "x".repeat(300_000)}]});
+    let (status, _, body) = world
+        .call(
+            "PUT",
+            "/v1/providers/p/form-config",
+            &provider_key,
+            Some(padded),
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (413, "payload_too_large"));
+
+    // Adds read the definitions from the cache while the config is unchanged, and see a
+    // new upload at once.
+    let record = world
+        .engine
+        .store()
+        .get_provider("p")
+        .await
+        .unwrap()
+        .unwrap();
+    let first = world.engine.definitions(&record).await.unwrap();
+    let again = world.engine.definitions(&record).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "the config was read again");
+    let (status, _, _) = world
+        .call(
+            "PUT",
+            "/v1/providers/p/form-config",
+            &provider_key,
+            Some(json!({"forms": [{"name": "w"}, {"name": "v"}]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let record = world
+        .engine
+        .store()
+        .get_provider("p")
+        .await
+        .unwrap()
+        .unwrap();
+    let after_upload = world.engine.definitions(&record).await.unwrap();
+    assert_eq!(after_upload.len(), 2);
+    assert!(Arc::ptr_eq(
+        &after_upload,
+        &world.engine.definitions(&record).await.unwrap()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_json_in_the_api_shape() {
+    let world = World::start("errors").await;
+    let (provider_key, device_key, form) =
+        world.widget(json!({"forms": [{"name": "w"}]}), "UTC").await;
+    let (_, _, app) = world
+        .call(
+            "POST",
+            "/v1/admin/apps",
+            &world.operator,
+            Some(json!({"appid": "wx1", "subject": "organization"})),
+        )
+        .await;
+    let developer_key = app["developer_key"].as_str().unwrap().to_string();
+    let over_a_mebibyte = vec![b' '; 1024 * 1024 + 1];
+
+    // 413 past 1 MiB, on the routes that read raw bodies too.
+    for (path, key) in [
+        ("/v1/providers/p/form-config".to_string(), &provider_key),
+        (format!("/v1/forms/{form}/data"), &provider_key),
+        ("/v1/admin/apps".to_string(), &world.operator),
+    ] {
+        let method = if path.ends_with("apps") {
+            "POST"
+        } else {
+            "PUT"
+        };
+        let (status, _, body) = world
+            .send(method, &path, Some(key), Some(over_a_mebibyte.clone()))
+            .await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (413, "payload_too_large"),
+            "{path}"
+        );
+    }
+    // A query-string error names the parameter.
+    let (status, _, body) = world
+        .send(
+            "GET",
+            "/v1/apps/wx1/periodic-fetch/log",
+            Some(&developer_key),
+            None,
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_request"));
+    assert_eq!(
+        body["error"]["details"][0]["path"], "query.user_id",
+        "{body}"
+    );
+    // Invalid UTF-8 in a path parameter.
+    let (status, _, body) = world
+        .send("GET", "/v1/forms/%FF%FE/data", Some(&device_key), None)
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_request"));
+    // 405, with and without a key, keeps its Allow header.
+    let (status, headers, body) = world
+        .send(
+            "PATCH",
+            &format!("/v1/forms/{form}/data"),
+            Some(&device_key),
+            None,
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (405, "method_not_allowed"));
+    assert!(headers.contains_key("allow"), "{headers:?}");
+    let (status, _, body) = world.send("DELETE", "/v1/openapi.json", None, None).await;
+    assert_eq!((status, error_code(&body)), (405, "method_not_allowed"));
+    // Unknown paths.
+    let (status, _, body) = world.send("GET", "/v1/nothing", None, None).await;
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misspelt_and_wrongly_typed_fields_are_named_by_path_with_a_hint() {
+    let world = World::start("fields").await;
+    let (_, device_key, form) = world.widget(json!({"forms": [{"name": "w"}]}), "UTC").await;
+    let (status, _, body) = world
+        .call(
+            "POST",
+            "/v1/admin/devices",
+            &world.operator,
+            Some(json!({"device_id": "d2", "user_id": "u2", "zon": "UTC"})),
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_request"));
+    let detail = &body["error"]["details"][0];
+    assert_eq!(detail["path"], "$.zon", "{body}");
+    assert_eq!(detail["code"], "unknown_field");
+    assert!(
+        detail["hint"].as_str().unwrap().contains("zone"),
+        "the hint names the expected fields: {body}"
+    );
+    let (status, _, body) = world
+        .call(
+            "POST",
+            &format!("/v1/forms/{form}/visibility"),
+            &device_key,
+            Some(json!({"visible": "yes"})),
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_request"));
+    let detail = &body["error"]["details"][0];
+    assert_eq!(
+        (detail["path"].as_str(), detail["code"].as_str()),
+        (Some("$.visible"), Some("wrong_type")),
+        "{body}"
+    );
+    assert_eq!(detail["hint"], "send a boolean");
+    let (status, _, body) = world
+        .call(
+            "POST",
+            "/v1/admin/devices",
+            &world.operator,
+            Some(json!({"device_id": "d2", "zone": "UTC"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["details"][0]["path"], "$.user_id", "{body}");
+    assert_eq!(body["error"]["details"][0]["code"], "missing_field");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_kind_of_key_is_401_before_the_body_and_names_the_kind_needed() {
+    let world = World::start("kinds").await;
+    let (provider_key, device_key, _) =
+        world.widget(json!({"forms": [{"name": "w"}]}), "UTC").await;
+    // Malformed or oversized bodies are never looked at for a wrong kind of key.
+    for (method, path, key, body, needed) in [
+        (
+            "POST",
+            "/v1/forms",
+            &world.operator,
+            b"{not json".to_vec(),
+            "device key (rfdd_",
+        ),
+        (
+            "POST",
+            "/v1/admin/apps",
+            &device_key,
+            b"{\"appid\": 5".to_vec(),
+            "operator key (rfdo_",
+        ),
+        (
+            "PUT",
+            "/v1/providers/p/form-config",
+            &device_key,
+            vec![b'x'; 2 * 1024 * 1024],
+            "widget provider key (rfdp_",
+        ),
+        (
+            "GET",
+            "/v1/forms/frm_x/explain",
+            &world.operator,
+            Vec::new(),
+            "device key (rfdd_…) or a widget provider key",
+        ),
+    ] {
+        let body = (!body.is_empty()).then_some(body);
+        let (status, _, answer) = world.send(method, path, Some(key), body).await;
+        assert_eq!(
+            (status, error_code(&answer)),
+            (401, "unauthorized"),
+            "{path}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needed), "{path}: {message}");
+    }
+    // No key at all names the kind as well; the right kind gets through.
+    let (status, _, answer) = world
+        .send("POST", "/v1/forms", None, Some(b"{}".to_vec()))
+        .await;
+    assert_eq!(status, 401);
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("device key"));
+    let (status, _, _) = world
+        .send(
+            "PUT",
+            "/v1/providers/p/form-config",
+            Some(&provider_key),
+            Some(b"{\"forms\": []}".to_vec()),
+        )
+        .await;
+    assert_eq!(status, 200);
 }

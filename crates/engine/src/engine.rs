@@ -8,7 +8,7 @@ use crate::error::EngineError;
 use crate::secrets::{random_bytes, TokenSealer};
 use refreshd_fetch::Fetcher;
 use refreshd_rules::device::{DeviceSettings, NewForm};
-use refreshd_rules::form_config::{check_document, FormDefinition, LintContext};
+use refreshd_rules::form_config::{check_document, ConfigReport, FormDefinition, LintContext};
 use refreshd_rules::periodic::{App, FetchOrder, FetchPair};
 use refreshd_rules::{
     Device, DeviceInput, FormDecision, FormId, Instant, ProviderId, ProviderTraits, RefreshPlan,
@@ -19,7 +19,7 @@ use refreshd_store::{
     PairCommit, PairRecord, ProviderRecord, Store, StoreError, SubjectKey,
 };
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, Notify};
 
@@ -82,6 +82,28 @@ pub struct Engine {
     host_events: broadcast::Sender<String>,
     /// Pairs whose fetch runs in this process now.
     pub(crate) fetching: Mutex<HashMap<(String, String), usize>>,
+    /// Each provider's parsed form definitions, so that adding or re-planning a form
+    /// does not read the whole config again. One entry per provider, each holding at
+    /// most `MAX_CONFIG_BYTES` of text: bounded by the number of providers.
+    parsed_configs: Mutex<HashMap<String, ParsedConfig>>,
+}
+
+/// A provider's form definitions with the config text they were read from. The entry
+/// is used only while the stored text is the same (compared whole, which costs far less
+/// than reading it), so an upload through another node of a fleet is seen at once.
+struct ParsedConfig {
+    text: Arc<str>,
+    system_app: bool,
+    definitions: Arc<[FormDefinition]>,
+}
+
+/// How many placed forms of each definition a config upload removes (F23a), by name.
+pub type RemovedForms = BTreeMap<String, usize>;
+
+/// Reads a config whose size is bounded by the rules (`MAX_CONFIG_BYTES`); called on a
+/// blocking thread because a large one takes milliseconds of CPU.
+pub fn parse_form_config(text: &str, system_app: bool) -> ConfigReport<Vec<FormDefinition>> {
+    check_document(text, LintContext { system_app })
 }
 
 /// How often a change is retried when other writers keep winning.
@@ -112,6 +134,7 @@ impl Engine {
             locks: Mutex::new(HashMap::new()),
             host_events: broadcast::channel(1024).0,
             fetching: Mutex::new(HashMap::new()),
+            parsed_configs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -402,20 +425,55 @@ impl Engine {
         )
     }
 
-    fn definitions(provider: &ProviderRecord) -> Vec<FormDefinition> {
-        provider
-            .form_config
-            .as_deref()
-            .and_then(|text| {
-                check_document(
+    /// The provider's valid definitions (none when it has no valid config), from the
+    /// cache while the stored text is unchanged, else read on a blocking thread.
+    pub async fn definitions(
+        &self,
+        provider: &ProviderRecord,
+    ) -> Result<Arc<[FormDefinition]>, EngineError> {
+        let Some(text) = provider.form_config.as_deref() else {
+            return Ok(Arc::from(Vec::new()));
+        };
+        if let Some(cached) = self
+            .parsed_configs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&provider.provider)
+            .filter(|c| c.system_app == provider.system_app && *c.text == *text)
+        {
+            return Ok(cached.definitions.clone());
+        }
+        let text: Arc<str> = Arc::from(text);
+        let system_app = provider.system_app;
+        let parsing = text.clone();
+        let report = tokio::task::spawn_blocking(move || parse_form_config(&parsing, system_app))
+            .await
+            .map_err(|e| EngineError::Corrupt(format!("reading a form config failed: {e}")))?;
+        let definitions: Arc<[FormDefinition]> = Arc::from(report.value.unwrap_or_default());
+        self.remember_definitions(&provider.provider, text, system_app, definitions.clone());
+        Ok(definitions)
+    }
+
+    /// Keeps definitions just read from `text` (a config upload reads it anyway), so the
+    /// next add of one of its forms does not read it again.
+    pub fn remember_definitions(
+        &self,
+        provider: &str,
+        text: Arc<str>,
+        system_app: bool,
+        definitions: Arc<[FormDefinition]>,
+    ) {
+        self.parsed_configs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                provider.to_string(),
+                ParsedConfig {
                     text,
-                    LintContext {
-                        system_app: provider.system_app,
-                    },
-                )
-                .value
-            })
-            .unwrap_or_default()
+                    system_app,
+                    definitions,
+                },
+            );
     }
 
     /// Adds a form of `provider`'s definition `form_name` to a device (F19, F22, F23),
@@ -432,9 +490,12 @@ impl Engine {
             .get_provider(provider_name)
             .await?
             .ok_or(EngineError::NotFound("form_definition_not_found"))?;
-        let definition = Self::definitions(&provider)
-            .into_iter()
+        let definition = self
+            .definitions(&provider)
+            .await?
+            .iter()
             .find(|d| d.name == form_name)
+            .cloned()
             .ok_or(EngineError::NotFound("form_definition_not_found"))?;
         let plan = Self::plan_for(&provider, &definition);
         let form_num = self.store.next_form_num().await?;
@@ -652,11 +713,31 @@ impl Engine {
         .await
     }
 
+    /// How many placed forms of each definition `definitions` would remove (F23a), for
+    /// a dry run of a config upload.
+    pub async fn forms_removed_by(
+        &self,
+        provider: &str,
+        definitions: &[FormDefinition],
+    ) -> Result<RemovedForms, EngineError> {
+        let mut removed = RemovedForms::new();
+        for form in self.store.forms_of_provider(provider).await? {
+            if !definitions.iter().any(|d| d.name == form.form_name) {
+                *removed.entry(form.form_name).or_default() += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// F23a: a provider's new `form_config.json` (already checked and stored) or market
     /// interval takes effect: every form of the provider is re-planned, and forms whose
-    /// definition disappeared are removed.
-    pub async fn replan_provider(&self, provider: &ProviderRecord) -> Result<(), EngineError> {
-        let definitions = Self::definitions(provider);
+    /// definition disappeared are removed. Returns how many were removed, by definition.
+    pub async fn replan_provider(
+        &self,
+        provider: &ProviderRecord,
+    ) -> Result<RemovedForms, EngineError> {
+        let definitions = self.definitions(provider).await?;
+        let mut removed = RemovedForms::new();
         let forms = self.store.forms_of_provider(&provider.provider).await?;
         let mut by_device: HashMap<String, Vec<FormRecord>> = HashMap::new();
         for form in forms {
@@ -666,26 +747,34 @@ impl Engine {
                 .push(form);
         }
         for (device_id, forms) in by_device {
-            self.with_device(&device_id, |device, now, out, extras| {
-                for form in &forms {
-                    let id = FormId(form.form_num as u64);
-                    match definitions.iter().find(|d| d.name == form.form_name) {
-                        Some(definition) => {
-                            let plan = Self::plan_for(provider, definition);
-                            let _ = device.apply(now, DeviceInput::Replan { form: id, plan }, out);
-                        }
-                        None => {
-                            let _ = device.apply(now, DeviceInput::RemoveForm(id), out);
-                            extras.remove_forms.push(form.form_id.clone());
-                            extras.events.push(form_removed_event(form, now));
+            // Counted from the attempt that committed: a change that lost a race runs again.
+            let removed_here = self
+                .with_device(&device_id, |device, now, out, extras| {
+                    let mut removed_here = Vec::new();
+                    for form in &forms {
+                        let id = FormId(form.form_num as u64);
+                        match definitions.iter().find(|d| d.name == form.form_name) {
+                            Some(definition) => {
+                                let plan = Self::plan_for(provider, definition);
+                                let _ =
+                                    device.apply(now, DeviceInput::Replan { form: id, plan }, out);
+                            }
+                            None => {
+                                let _ = device.apply(now, DeviceInput::RemoveForm(id), out);
+                                removed_here.push(form.form_name.clone());
+                                extras.remove_forms.push(form.form_id.clone());
+                                extras.events.push(form_removed_event(form, now));
+                            }
                         }
                     }
-                }
-                Ok(())
-            })
-            .await?;
+                    Ok(removed_here)
+                })
+                .await?;
+            for name in removed_here {
+                *removed.entry(name).or_default() += 1;
+            }
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// A device's state, for explanations.

@@ -5,6 +5,7 @@ mod bench_fetch;
 mod bench_hostile;
 mod bench_ratelimit;
 mod data_dir;
+mod http_server;
 mod lint;
 mod serve;
 

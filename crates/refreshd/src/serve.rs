@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::http_server::{self, HttpLimits};
 
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
@@ -85,6 +88,20 @@ pub struct ServeArgs {
     /// milliseconds [default: 1000].
     #[arg(long, env = "REFRESHD_POLL_INTERVAL_MS")]
     poll_interval_ms: Option<u64>,
+    /// After SIGTERM or SIGINT, how long requests and work in progress may take to
+    /// finish before they are abandoned; a second signal exits at once [default: 10].
+    #[arg(long, env = "REFRESHD_SHUTDOWN_GRACE_SECONDS")]
+    shutdown_grace_seconds: Option<u64>,
+    /// A connection must send a request's headers within this many seconds (also how
+    /// long an idle connection stays open) [default: 15].
+    #[arg(long, env = "REFRESHD_HEADER_READ_TIMEOUT_SECONDS")]
+    header_read_timeout_seconds: Option<u64>,
+    /// API connections open at once; more are answered 503 and closed [default: 10000].
+    #[arg(long, env = "REFRESHD_MAX_CONNECTIONS")]
+    max_connections: Option<u32>,
+    /// Open event streams (GET /v1/events) per key; more are answered 429 [default: 8].
+    #[arg(long, env = "REFRESHD_MAX_STREAMS_PER_KEY")]
+    max_streams_per_key: Option<usize>,
 }
 
 /// The TOML file: the same settings, plus cloud environments.
@@ -109,6 +126,10 @@ struct FileSettings {
     node_id: Option<String>,
     poll_interval_ms: Option<u64>,
     claim_lease_seconds: Option<u64>,
+    shutdown_grace_seconds: Option<u64>,
+    header_read_timeout_seconds: Option<u64>,
+    max_connections: Option<u32>,
+    max_streams_per_key: Option<usize>,
     #[serde(default)]
     cloud: CloudSettings,
 }
@@ -145,6 +166,9 @@ struct Settings {
     node_id: String,
     poll_interval: Duration,
     claim_lease: Duration,
+    shutdown_grace: Duration,
+    http_limits: HttpLimits,
+    max_streams_per_key: usize,
     cloud_envs: HashMap<String, String>,
 }
 
@@ -244,6 +268,29 @@ fn resolve(args: ServeArgs) -> Result<Settings> {
                 .unwrap_or(1000)
                 .max(10),
         ),
+        shutdown_grace: Duration::from_secs(
+            args.shutdown_grace_seconds
+                .or(file.shutdown_grace_seconds)
+                .unwrap_or(10),
+        ),
+        http_limits: HttpLimits {
+            header_read_timeout: Duration::from_secs(
+                args.header_read_timeout_seconds
+                    .or(file.header_read_timeout_seconds)
+                    .unwrap_or(15)
+                    .max(1),
+            ),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(10_000)
+                .max(1),
+        },
+        max_streams_per_key: args
+            .max_streams_per_key
+            .or(file.max_streams_per_key)
+            .unwrap_or(refreshd_api::streams::DEFAULT_MAX_STREAMS_PER_KEY)
+            .max(1),
         cloud_envs: file
             .cloud
             .envs
@@ -340,25 +387,45 @@ async fn operator_key(store: &dyn Store, data_dir: &Path, now: i64) -> Result<()
     Ok(())
 }
 
-async fn shutdown_signal(tx: watch::Sender<bool>) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, listened to for the whole life of the service: the first starts
+/// a graceful shutdown, a second one exits at once.
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    tracing::info!("shutting down: finishing work in progress");
-    let _ = tx.send(true);
+
+    /// Waits for the next signal; returns the conventional exit status for it (128 + its
+    /// number).
+    async fn next(&mut self) -> i32 {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => 128 + 15,
+                _ = self.interrupt.recv() => 128 + 2,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            128 + 2
+        }
+    }
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -372,7 +439,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(settings))
+    let result = runtime.block_on(serve(settings));
+    // Whatever is still running past the grace period is abandoned, not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn serve(settings: Settings) -> Result<()> {
@@ -446,6 +516,8 @@ async fn serve(settings: Settings) -> Result<()> {
         .install()
         .context("cannot start the metrics listener")?;
 
+    // Listening before "listening on" is printed: from then on a signal means shutdown.
+    let mut signals = Signals::listen()?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -456,23 +528,54 @@ async fn serve(settings: Settings) -> Result<()> {
     tracing::info!(planned, data_dir = %settings.data_dir.display(), "refreshd started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(shutdown_signal(stop_tx));
     let wakes = tokio::spawn(engine.clone().run(stop_rx.clone()));
     let deliveries = tokio::spawn(engine.clone().run_deliveries(stop_rx.clone()));
-    let app = refreshd_api::router(
+    let (app, api) = refreshd_api::build(
         engine.clone(),
-        settings.rate_limit_per_second,
-        settings.rate_limit_burst,
+        refreshd_api::ApiSettings {
+            rate_limit_per_second: settings.rate_limit_per_second,
+            rate_limit_burst: settings.rate_limit_burst,
+            max_streams_per_key: settings.max_streams_per_key,
+        },
     );
-    let mut stop_http = stop_rx.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop_http.wait_for(|stop| *stop).await;
-        })
-        .await?;
-    let _ = wakes.await;
-    let _ = deliveries.await;
-    tracing::info!("stopped");
+    let stop_http = CancellationToken::new();
+    let grace = settings.shutdown_grace;
+    {
+        let stop_http = stop_http.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            signals.next().await;
+            tracing::info!(
+                grace_seconds = grace.as_secs(),
+                "shutting down: ending event streams, finishing requests and work in progress (a second signal exits at once)"
+            );
+            let _ = stop_tx.send(true);
+            // SSE streams would otherwise keep their connections, and so the server, open
+            // forever.
+            api.end_streams();
+            stop_http.cancel();
+            let status = signals.next().await;
+            tracing::warn!(status, "second signal: exiting at once");
+            std::process::exit(status);
+        });
+    }
+    let server = http_server::serve(listener, app, settings.http_limits, stop_http).await;
+    // Everything gets one grace period. Abandoning work is safe: every decision was
+    // committed before it was carried out, a delivery is resent under its id and an
+    // unrecorded fetch is ordered again.
+    let finished = tokio::time::timeout(grace, async {
+        server.drained().await;
+        let _ = wakes.await;
+        let _ = deliveries.await;
+    })
+    .await;
+    match finished {
+        Ok(()) => tracing::info!("stopped"),
+        Err(_) => tracing::warn!(
+            open_connections = server.open_connections(),
+            "stopped: the shutdown grace period ended; the requests and work still in progress were abandoned"
+        ),
+    }
     Ok(())
 }
 
@@ -504,6 +607,32 @@ mod tests {
         assert_eq!(settings.device.max_forms(), 7);
         assert_eq!(settings.metrics_listen.port(), 9464, "default");
         assert_eq!(settings.cloud_envs["prod"], "http://10.1.2.3:9000");
+    }
+
+    #[test]
+    fn shutdown_and_connection_settings_have_defaults_and_come_from_the_file() {
+        let defaults = resolve(ServeArgs::default()).unwrap();
+        assert_eq!(defaults.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(
+            defaults.http_limits.header_read_timeout,
+            Duration::from_secs(15)
+        );
+        assert_eq!(defaults.http_limits.max_connections, 10_000);
+        assert_eq!(defaults.max_streams_per_key, 8);
+        let config = file("shutdown_grace_seconds = 3\nheader_read_timeout_seconds = 4\nmax_connections = 5\nmax_streams_per_key = 6\n");
+        let settings = resolve(ServeArgs {
+            config: Some(config),
+            max_connections: Some(50),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(
+            settings.http_limits.header_read_timeout,
+            Duration::from_secs(4)
+        );
+        assert_eq!(settings.http_limits.max_connections, 50, "the flag wins");
+        assert_eq!(settings.max_streams_per_key, 6);
     }
 
     #[test]

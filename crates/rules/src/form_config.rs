@@ -12,6 +12,16 @@ use crate::time::LocalTime;
 /// The largest `updateDuration` honoured; larger values are clamped with a warning (F4).
 pub const MAX_UPDATE_DURATION: i64 = 336;
 
+/// The most form definitions one `form_config.json` may hold. Not in the source
+/// documents: refreshd settles it so that one provider cannot make every widget add and
+/// re-plan expensive (a config is read whole whenever its forms are planned). Real
+/// configs hold a handful of forms.
+pub const MAX_DEFINITIONS: usize = 256;
+
+/// The largest `form_config.json` accepted, in bytes (below the API's 1 MiB body limit:
+/// 256 definitions of about 1 KiB each).
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
+
 /// Fields refreshd reads (F1).
 const READ_FIELDS: [&str; 7] = [
     "name",
@@ -117,6 +127,22 @@ pub struct LintContext {
 /// unique names (F1).
 pub fn check_document(text: &str, context: LintContext) -> ConfigReport<Vec<FormDefinition>> {
     let mut issues = Vec::new();
+    if text.len() > MAX_CONFIG_BYTES {
+        issues.push(error(
+            "$",
+            "config_too_large",
+            "F1",
+            format!(
+                "the document has {} bytes; at most {MAX_CONFIG_BYTES} are accepted",
+                text.len()
+            ),
+            "remove unused definitions or shorten descriptions",
+        ));
+        return ConfigReport {
+            value: None,
+            issues,
+        };
+    }
     let root = match json::parse(text) {
         Ok(root) => root,
         Err(err) => {
@@ -186,6 +212,24 @@ pub fn check_document(text: &str, context: LintContext) -> ConfigReport<Vec<Form
             };
         }
     };
+    if forms.len() > MAX_DEFINITIONS {
+        // Checked before any entry is read, so an oversized document costs no more than
+        // its tokenizing.
+        issues.push(error(
+            "$.forms",
+            "too_many_definitions",
+            "F1",
+            format!(
+                "\"forms\" has {} definitions; at most {MAX_DEFINITIONS} are accepted",
+                forms.len()
+            ),
+            "split the forms across providers, or remove unused definitions",
+        ));
+        return ConfigReport {
+            value: None,
+            issues,
+        };
+    }
     let mut definitions = Vec::with_capacity(forms.len());
     let mut names: Vec<(&str, usize)> = Vec::new();
     for (index, entry) in forms.iter().enumerate() {
@@ -670,6 +714,31 @@ mod tests {
         );
         assert_eq!(system.issues.len(), 1);
         assert!(system.value.unwrap().network_condition);
+    }
+
+    #[test]
+    fn f1_limits_on_definitions_and_size_are_errors_with_their_path() {
+        let forms = |n: usize| {
+            let entries: Vec<String> = (0..n).map(|i| format!("{{\"name\": \"w{i}\"}}")).collect();
+            format!("{{\"forms\": [{}]}}", entries.join(","))
+        };
+        let at_limit = check_document(&forms(MAX_DEFINITIONS), LintContext::default());
+        assert_eq!(at_limit.value.map(|d| d.len()), Some(MAX_DEFINITIONS));
+        let over = check_document(&forms(MAX_DEFINITIONS + 1), LintContext::default());
+        assert!(over.value.is_none());
+        assert_eq!(
+            (over.issues[0].code, over.issues[0].path.as_str()),
+            ("too_many_definitions", "$.forms")
+        );
+        let padded = format!(
+            "{{\"forms\": [{{\"name\": \"w\", \"description\": \"{}\"}}]}}",
+            "x".repeat(MAX_CONFIG_BYTES)
+        );
+        let large = check_document(&padded, LintContext::default());
+        assert_eq!(
+            (large.issues[0].code, large.issues[0].path.as_str()),
+            ("config_too_large", "$")
+        );
     }
 
     #[test]
