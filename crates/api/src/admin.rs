@@ -109,7 +109,7 @@ pub async fn create_provider(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(KeyKind::Operator)?;
     check_id("provider", &body.provider)?;
-    crate::apps::check_destination(&state, &body.refresh_url)?;
+    crate::apps::check_destination(&state, "$.refresh_url", &body.refresh_url)?;
     if !(0..=1_000_000).contains(&body.api_version) {
         return Err(ApiError::invalid_request("api_version must be 0 or more"));
     }

@@ -11,33 +11,41 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use refreshd_engine::EngineError;
 use refreshd_fetch::FetchFailure;
-use refreshd_rules::periodic::{gray_bucket, App, Gray, PeriodicSetting, Source, ACTIVE_FOR_MS};
+use refreshd_rules::periodic::{
+    check_cloud_name, gray_bucket, App, Gray, PeriodicSetting, Source, ACTIVE_FOR_MS,
+};
 use refreshd_rules::Instant;
 use refreshd_store::KeyKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// Checks a source or refresh URL when it is configured (P2, api.md).
-pub fn check_destination(state: &AppState, url: &str) -> ApiResult<()> {
-    state
-        .engine
-        .fetcher()
-        .check_url(url)
-        .map(|_| ())
-        .map_err(|failure| {
-            let message = match failure {
-                FetchFailure::InvalidUrl(problem) => {
-                    format!("the URL is not acceptable: {problem}")
-                }
-                FetchFailure::Blocked(blocked) => blocked.to_string(),
-                FetchFailure::PlainHttpNotTrusted => {
-                    "use https://; plain http:// only reaches destinations the operator trusts"
-                        .into()
-                }
-                other => other.to_string(),
-            };
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_url", message)
-        })
+/// Checks a source or refresh URL when it is configured (P2, api.md). `path` is the
+/// field's JSON path; the answer's detail carries a hint on what would make it work.
+pub fn check_destination(state: &AppState, path: &str, url: &str) -> ApiResult<()> {
+    let Err(failure) = state.engine.fetcher().check_url(url) else {
+        return Ok(());
+    };
+    let (message, hint) = match failure {
+        FetchFailure::InvalidUrl(problem) => (
+            format!("the URL is not acceptable: {problem}"),
+            "give an absolute https:// URL without user name or password, of at most \
+             2048 bytes; refreshd appends appid, token and timestamp itself (P12)",
+        ),
+        FetchFailure::Blocked(blocked) => (blocked.to_string(), blocked.hint()),
+        FetchFailure::PlainHttpNotTrusted => (
+            "use https://; plain http:// only reaches destinations the operator trusts".into(),
+            "use https://, or have the operator trust the range with --allow-destination CIDR",
+        ),
+        other => (other.to_string(), ""),
+    };
+    let mut error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_url", message.clone());
+    error.details.push(json!({
+        "path": path,
+        "code": "invalid_url",
+        "message": message,
+        "hint": hint,
+    }));
+    Err(error)
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -117,12 +125,14 @@ pub async fn put_periodic(
     let mut app = own_app(&state, &caller, &appid).await?;
     let source = match body.source {
         SourceBody::Url(url) => {
-            check_destination(&state, &url)?;
+            check_destination(&state, "$.source.url", &url)?;
             Source::Url(url)
         }
         SourceBody::Cloud(cloud) => {
-            crate::admin::check_id("env", &cloud.env)?;
-            crate::admin::check_id("function", &cloud.function)?;
+            // P2's name pattern first, so a bad name is reported as such whatever
+            // environments this platform configures.
+            check_cloud_name("env", &cloud.env).map_err(EngineError::from)?;
+            check_cloud_name("function", &cloud.function).map_err(EngineError::from)?;
             if !state.engine.settings().cloud_envs.contains_key(&cloud.env) {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -142,7 +152,7 @@ pub async fn put_periodic(
     let gray = match body.gray {
         None => None,
         Some(gray) => {
-            check_destination(&state, &gray.url)?;
+            check_destination(&state, "$.gray.url", &gray.url)?;
             let percent = u8::try_from(gray.percent)
                 .ok()
                 .filter(|p| *p <= 100)
@@ -261,11 +271,20 @@ pub async fn explain_fetch(
         "eligible": ineligible.is_none(),
         "ineligible_reason": ineligible.map(|i| i.code()),
         "gray": gray,
-        "last_outcome": log.first().map(|e| json!({"at": rfc3339(e.at), "outcome": e.outcome, "http_status": e.http_status})),
+        "last_outcome": log.first().map(|e| json!({"at": rfc3339(e.at), "outcome": e.outcome, "http_status": e.http_status, "hint": outcome_hint(&e.outcome)})),
         "consecutive_failures": pair.consecutive_failures(),
         "next_due": next.map(|n| rfc3339(n.as_millis())),
         "why": why,
     })))
+}
+
+/// What a developer can do about a failed fetch, where one thing helps.
+fn outcome_hint(outcome: &str) -> Option<&'static str> {
+    (outcome == "blocked_address").then_some(
+        "the source resolved to a private, loopback or reserved address, or to refreshd's \
+         own API or metrics address: use a public https:// URL, or have the operator trust \
+         the range with --allow-destination CIDR (refreshd's own addresses stay refused)",
+    )
 }
 
 /// The user behind a device key.

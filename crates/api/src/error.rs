@@ -124,6 +124,17 @@ fn rule_error(rule: RuleError) -> ApiError {
         | RuleError::GrayUrlNotSet
         | RuleError::SourceNotAllowed(_)
         | RuleError::InvalidGrayPercent => StatusCode::BAD_REQUEST,
+        RuleError::InvalidCloudName { field } => {
+            let mut error = ApiError::new(StatusCode::BAD_REQUEST, rule.code(), message.clone());
+            error.details.push(json!({
+                "path": format!("$.source.cloud.{field}"),
+                "code": rule.code(),
+                "message": message,
+                "hint": "name the function as the platform lists it, for example \"getData\"; \
+                         it is one path segment after the environment's base URL",
+            }));
+            return error;
+        }
     };
     ApiError::new(status, rule.code(), message)
 }

@@ -21,4 +21,4 @@ pub mod secrets;
 pub use clock::{Clock, ManualClock, SystemClock, WarpClock};
 pub use engine::{Engine, EngineSettings};
 pub use error::EngineError;
-pub use run::FetchReport;
+pub use run::{DeliveryDispatcher, DispatchStep, FetchReport};

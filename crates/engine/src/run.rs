@@ -3,7 +3,7 @@
 use crate::engine::{form_data_event, Engine};
 use crate::error::EngineError;
 use crate::secrets::sign_delivery_with;
-use refreshd_fetch::{fetch_periodic, FetchFailure, Outbound};
+use refreshd_fetch::{fetch_periodic, BlockReason, FetchFailure, Outbound};
 use refreshd_rules::periodic::{
     fetch_jitter_ms, fetch_url, FetchCache, FetchOrder, FetchOutcome, Source,
 };
@@ -13,12 +13,20 @@ use refreshd_store::{
 };
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// Subjects claimed per look at the store.
 const CLAIM_BATCH: i64 = 256;
+/// Deliveries claimed per look at the store.
+const DELIVERY_CLAIM_BATCH: usize = 64;
+/// Deliveries being sent by this node at once, at most. Sends are cheap tasks (most of
+/// their life is waiting on the network), but claims must not run ahead of what can be
+/// sent before their lease ends; one origin's share is bounded by the fetcher.
+pub const MAX_DELIVERIES_IN_FLIGHT: usize = 1024;
 /// Finished deliveries and host events are kept this long (api.md).
 pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 
@@ -33,6 +41,73 @@ struct FetchCompletion {
     body: String,
     etag: Option<String>,
     log: FetchLogEntry,
+}
+
+/// The deliveries this node is sending; owned by the delivery loop.
+#[derive(Default)]
+pub struct DeliveryDispatcher {
+    sends: JoinSet<()>,
+    /// Which delivery each send task carries.
+    tasks: HashMap<tokio::task::Id, String>,
+    /// The ids of the deliveries in flight.
+    sending: HashSet<String>,
+}
+
+impl DeliveryDispatcher {
+    /// Deliveries being sent now.
+    pub fn in_flight(&self) -> usize {
+        self.sending.len()
+    }
+
+    fn is_full(&self) -> bool {
+        self.in_flight() >= MAX_DELIVERIES_IN_FLIGHT
+    }
+
+    fn forget(&mut self, task: tokio::task::Id) {
+        if let Some(id) = self.tasks.remove(&task) {
+            self.sending.remove(&id);
+        }
+    }
+
+    fn forget_finished(&mut self) {
+        while let Some(done) = self.sends.try_join_next_with_id() {
+            self.forget(finished_task(done));
+        }
+    }
+
+    async fn one_finished(&mut self) {
+        if let Some(done) = self.sends.join_next_with_id().await {
+            self.forget(finished_task(done));
+        }
+    }
+
+    /// Waits for every send in flight.
+    pub async fn finish_all(&mut self) {
+        while !self.sends.is_empty() {
+            self.one_finished().await;
+        }
+    }
+}
+
+/// The task of a finished send; a send that panicked is logged (its delivery is sent
+/// again under the same id when its lease ends).
+fn finished_task(done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> tokio::task::Id {
+    match done {
+        Ok((task, ())) => task,
+        Err(error) => {
+            tracing::error!(%error, "a delivery send failed unexpectedly");
+            error.id()
+        }
+    }
+}
+
+/// What one step of the delivery loop did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchStep {
+    /// The claim returned as many as it asked for: more may be due now.
+    pub batch_full: bool,
+    /// Sends started.
+    pub started: usize,
 }
 
 /// What a fetch returns to its caller (`fetch-now` answers with it).
@@ -173,10 +248,15 @@ impl Engine {
         };
         let base = match &order.target.source {
             Source::Url(url) => Some(url.clone()),
+            // Names are checked when configured (P2); one stored before that check
+            // existed is refused here rather than sent out of the base path.
             Source::Cloud { env, function } => self
                 .settings
                 .cloud_envs
                 .get(env)
+                .filter(|_| {
+                    refreshd_rules::periodic::check_cloud_name("function", function).is_ok()
+                })
                 .map(|base| format!("{}/{function}", base.trim_end_matches('/'))),
         };
         let sent_at = self.now();
@@ -328,12 +408,15 @@ impl Engine {
         Ok((time_stamp, next))
     }
 
-    /// Sends due deliveries until `shutdown` turns true.
+    /// Sends due deliveries until `shutdown` turns true, then lets the sends in flight
+    /// finish (each is bounded by the fetch deadline) so that their outcomes are
+    /// recorded rather than repeated after the lease.
     pub async fn run_deliveries(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut dispatcher = DeliveryDispatcher::default();
         let mut next_prune = self.now();
         loop {
             if *shutdown.borrow() {
-                return;
+                break;
             }
             let now = self.now();
             if now >= next_prune {
@@ -342,33 +425,70 @@ impl Engine {
                 }
                 next_prune = now.plus_millis(3_600_000);
             }
-            match self
-                .store
-                .claim_deliveries(
-                    now.as_millis(),
-                    now.plus_millis(self.settings.delivery_lease_ms).as_millis(),
-                    64,
-                )
-                .await
-            {
-                Ok(due) => {
-                    let sends = due.into_iter().map(|d| {
-                        let engine = self.clone();
-                        tokio::spawn(async move { engine.deliver(d).await })
-                    });
-                    for send in sends.collect::<Vec<_>>() {
-                        let _ = send.await;
-                    }
-                }
+            match self.dispatch_deliveries(&mut dispatcher).await {
+                // More may be due at once: claim again without waiting.
+                Ok(step) if step.batch_full => continue,
+                Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "reading due deliveries failed"),
             }
+            let full = dispatcher.is_full();
             tokio::select! {
                 _ = self.clock.sleep_until(now.plus_millis(1_000)) => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = self.deliveries_waiting.notified() => {}
+                // At the bound, a finished send is what makes room for the next claim.
+                _ = dispatcher.one_finished(), if full => {}
                 _ = shutdown.changed() => {}
             }
         }
+        dispatcher.finish_all().await;
+    }
+
+    /// One step of the delivery loop: forgets finished sends, claims due deliveries up
+    /// to the in-flight bound and starts each at once. Nothing here waits for a send,
+    /// so a provider whose `refresh_url` hangs holds only its own sends (and the
+    /// fetcher's per-origin limit keeps it to a few connections); everyone else's
+    /// deliveries keep being claimed and sent.
+    pub async fn dispatch_deliveries(
+        self: &Arc<Self>,
+        dispatcher: &mut DeliveryDispatcher,
+    ) -> Result<DispatchStep, EngineError> {
+        dispatcher.forget_finished();
+        let room = MAX_DELIVERIES_IN_FLIGHT.saturating_sub(dispatcher.in_flight());
+        let limit = room.min(DELIVERY_CLAIM_BATCH);
+        if limit == 0 {
+            return Ok(DispatchStep::default());
+        }
+        let now = self.now();
+        let claimed = self
+            .store
+            .claim_deliveries(
+                now.as_millis(),
+                now.plus_millis(self.settings.delivery_lease_ms).as_millis(),
+                limit as i64,
+            )
+            .await?;
+        let mut step = DispatchStep {
+            batch_full: claimed.len() == limit,
+            started: 0,
+        };
+        for delivery in claimed {
+            // Its lease ran out while its send was still going (a slow store, a send
+            // queued behind its origin's limit): the claim only extended the lease.
+            // Sending it a second time in parallel would be a pointless duplicate.
+            if dispatcher.sending.contains(&delivery.delivery_id) {
+                continue;
+            }
+            let id = delivery.delivery_id.clone();
+            let engine = self.clone();
+            let task = dispatcher
+                .sends
+                .spawn(async move { engine.deliver(delivery).await });
+            dispatcher.sending.insert(id.clone());
+            dispatcher.tasks.insert(task.id(), id);
+            step.started += 1;
+        }
+        Ok(step)
     }
 
     /// One delivery attempt (F20; api.md): a signed POST; a 2xx JSON answer becomes
@@ -473,6 +593,11 @@ impl Engine {
             .await
             .map_err(|_| "store")?
             .ok_or("provider gone")?;
+        // Signatures use the host's real clock, never the engine's: `t` is checked by
+        // the provider against its own clock (api.md: reject signatures older than 5
+        // minutes), so under --time-warp an engine timestamp would be hours or days off
+        // and every delivery would be rejected. It is only a freshness stamp for the
+        // receiver; nothing in refreshd decides by it.
         let unix_seconds = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -501,7 +626,17 @@ impl Engine {
             .map_err(|failure| match failure {
                 FetchFailure::Timeout => "timeout",
                 FetchFailure::TooLarge { .. } => "too_large",
-                FetchFailure::Blocked(_) | FetchFailure::PlainHttpNotTrusted => "blocked",
+                FetchFailure::Blocked(blocked) => match blocked.reason {
+                    BlockReason::Range => {
+                        "blocked: private, loopback or reserved address (an operator can trust it with --allow-destination CIDR)"
+                    }
+                    BlockReason::OwnListener => {
+                        "blocked: refreshd's own API or metrics address (never reached, whatever --allow-destination trusts)"
+                    }
+                },
+                FetchFailure::PlainHttpNotTrusted => {
+                    "blocked: plain http:// to an untrusted address (use https://, or trust the range with --allow-destination CIDR)"
+                }
                 FetchFailure::InvalidUrl(_) => "invalid_url",
                 FetchFailure::Connect => "connect",
                 FetchFailure::InvalidResponse => "invalid_response",

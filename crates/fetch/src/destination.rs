@@ -9,7 +9,7 @@
 //! (`--allow-destination`): internal cloud-function endpoints, loopback in tests.
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// Blocked IPv4 ranges, with what they are.
@@ -48,8 +48,40 @@ const BLOCKED_V6: &[(&str, &str)] = &[
 #[error("destination {address} is blocked: {range} ({what})")]
 pub struct Blocked {
     pub address: IpAddr,
+    /// The blocked range, or for [`BlockReason::OwnListener`] the listener's address.
     pub range: String,
     pub what: &'static str,
+    pub reason: BlockReason,
+}
+
+/// Which rule blocked an address: the operator can lift one and not the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockReason {
+    /// A private, loopback or reserved range that the operator did not trust.
+    Range,
+    /// refreshd's own API or metrics listener, blocked whatever is trusted.
+    OwnListener,
+}
+
+/// What [`Blocked::what`] says for refreshd's own listeners.
+pub const OWN_LISTENER: &str = "refreshd's own listener";
+
+impl Blocked {
+    /// One line telling the developer or operator what would make the URL work.
+    pub fn hint(&self) -> &'static str {
+        match self.reason {
+            BlockReason::Range => {
+                "refreshd only reaches public addresses unless the operator trusts the \
+                 range: start refreshd with --allow-destination CIDR (for example \
+                 --allow-destination 127.0.0.1/32 for a test server on loopback)"
+            }
+            BlockReason::OwnListener => {
+                "this is refreshd's own API or metrics address; refreshd never fetches \
+                 from or delivers to itself, whatever --allow-destination trusts: use \
+                 another server or port"
+            }
+        }
+    }
 }
 
 /// A CIDR given to `--allow-destination` that does not parse.
@@ -57,17 +89,60 @@ pub struct Blocked {
 #[error("\"{0}\" is not a CIDR range such as 10.1.0.0/16 or fd00::/8")]
 pub struct BadCidr(pub String);
 
-/// The operator's destination rules: the fixed block list plus trusted ranges.
+/// The operator's destination rules: the fixed block list, trusted ranges, and
+/// refreshd's own listeners.
 #[derive(Clone, Debug, Default)]
 pub struct DestinationPolicy {
     trusted: Vec<IpNet>,
+    own_listeners: Vec<SocketAddr>,
 }
 
 impl DestinationPolicy {
     /// A policy that trusts `trusted` ranges (they may be private or loopback, and may be
     /// reached over plain `http://`).
     pub fn new(trusted: Vec<IpNet>) -> Self {
-        DestinationPolicy { trusted }
+        DestinationPolicy {
+            trusted,
+            own_listeners: Vec::new(),
+        }
+    }
+
+    /// The same policy, also refusing refreshd's own listening sockets (API, metrics),
+    /// whatever is trusted: a trusted loopback range must not let a developer's URL
+    /// read `/metrics` or call the API as refreshd. A listener on an unspecified
+    /// address (`0.0.0.0`, `::`) stands for its port on every local address.
+    pub fn with_own_listeners(mut self, listeners: Vec<SocketAddr>) -> Self {
+        self.own_listeners = listeners;
+        self
+    }
+
+    pub fn own_listeners(&self) -> &[SocketAddr] {
+        &self.own_listeners
+    }
+
+    /// Is `port` the port of one of refreshd's own listeners? Only then can a
+    /// connection on it reach refreshd itself.
+    pub fn is_own_port(&self, port: u16) -> bool {
+        self.own_listeners.iter().any(|own| own.port() == port)
+    }
+
+    /// May refreshd connect to `address`? Its own listeners never; then as
+    /// [`DestinationPolicy::check`].
+    pub fn check_socket(&self, address: SocketAddr) -> Result<(), Blocked> {
+        let ip = canonical(address.ip());
+        let own = self.own_listeners.iter().find(|own| {
+            own.port() == address.port()
+                && (canonical(own.ip()) == ip || (own.ip().is_unspecified() && is_local(ip)))
+        });
+        if let Some(own) = own {
+            return Err(Blocked {
+                address: address.ip(),
+                range: own.to_string(),
+                what: OWN_LISTENER,
+                reason: BlockReason::OwnListener,
+            });
+        }
+        self.check(address.ip())
     }
 
     /// Parses `--allow-destination` values; a bare address means that one address.
@@ -106,6 +181,15 @@ impl DestinationPolicy {
     }
 }
 
+/// Is `ip` an address of this host? Loopback and unspecified addresses always are (a
+/// connection to 0.0.0.0 reaches the local host); any other is local when a socket can
+/// be bound to it, which is the kernel's own answer and needs no interface list.
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
 /// `::ffff:a.b.c.d` is the IPv4 address a.b.c.d on the wire; treat it as such.
 fn canonical(address: IpAddr) -> IpAddr {
     match address {
@@ -132,6 +216,7 @@ fn blocked_v4(v4: Ipv4Addr) -> Option<Blocked> {
             address: IpAddr::V4(v4),
             range: (*range).to_string(),
             what,
+            reason: BlockReason::Range,
         })
     })
 }
@@ -153,6 +238,7 @@ fn embedded(v6: Ipv6Addr, v4: Ipv4Addr, form: &'static str) -> Option<Blocked> {
         address: IpAddr::V6(v6),
         range: format!("{form} of {} in {}", inner.address, inner.range),
         what: inner.what,
+        reason: BlockReason::Range,
     })
 }
 
@@ -162,6 +248,7 @@ fn blocked_v6(v6: Ipv6Addr) -> Option<Blocked> {
             address: IpAddr::V6(v6),
             range: (*range).to_string(),
             what,
+            reason: BlockReason::Range,
         });
     }
     if in_v6(v6, "::ffff:0:0/96") {
@@ -329,6 +416,42 @@ mod tests {
         assert!(policy.check("127.0.0.1".parse().unwrap()).is_err());
         assert!(policy.check("10.1.2.3".parse().unwrap()).is_ok());
         assert!(policy.check("10.2.0.1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn own_listeners_are_blocked_whatever_is_trusted() {
+        let sock = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let policy =
+            DestinationPolicy::new(DestinationPolicy::parse_trusted(&["127.0.0.0/8"]).unwrap())
+                .with_own_listeners(vec![sock("127.0.0.1:8080"), sock("0.0.0.0:9464")]);
+        for own in [
+            "127.0.0.1:8080",
+            "[::ffff:127.0.0.1]:8080",
+            "127.0.0.1:9464",
+            "127.0.0.9:9464",
+            "0.0.0.0:9464",
+            "[::1]:9464",
+        ] {
+            let blocked = policy.check_socket(sock(own)).unwrap_err();
+            assert_eq!(blocked.reason, BlockReason::OwnListener, "{own}");
+            assert!(blocked.hint().contains("--allow-destination"), "{own}");
+        }
+        // Another port on the same address, or 8080 on another loopback address, is not
+        // refreshd's and stays trusted.
+        for other in ["127.0.0.1:8000", "127.0.0.2:8080"] {
+            assert!(policy.check_socket(sock(other)).is_ok(), "{other}");
+        }
+        // A public address is not local, so an unspecified listener does not cover it.
+        assert!(policy.check_socket(sock("8.8.8.8:9464")).is_ok());
+    }
+
+    #[test]
+    fn a_blocked_range_hints_at_allow_destination() {
+        let blocked = DestinationPolicy::default()
+            .check("127.0.0.1".parse().unwrap())
+            .unwrap_err();
+        assert_eq!(blocked.reason, BlockReason::Range);
+        assert!(blocked.hint().contains("--allow-destination"));
     }
 
     #[test]

@@ -16,5 +16,5 @@ pub mod periodic;
 pub use client::{
     FetchFailure, FetchLimits, Fetcher, Inbound, NameResolver, Outbound, SystemResolver,
 };
-pub use destination::{Blocked, DestinationPolicy};
+pub use destination::{BlockReason, Blocked, DestinationPolicy};
 pub use periodic::{fetch_periodic, FetchResult};

@@ -476,3 +476,201 @@ fn configuration_time_url_checks() {
         FetchFailure::PlainHttpNotTrusted
     );
 }
+
+/// Answers every name with one address.
+struct Fixed(IpAddr);
+
+impl NameResolver for Fixed {
+    fn lookup(&self, _host: &str) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>> {
+        let answer = vec![self.0];
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+/// A server on 127.0.0.2 answering every request with a small 200 and closing.
+async fn ok_server() -> Server {
+    fixed(ok_with_body(b"ok", "")).await
+}
+
+#[tokio::test]
+async fn idle_origins_are_forgotten() {
+    let server = ok_server().await;
+    let policy =
+        DestinationPolicy::new(DestinationPolicy::parse_trusted(&["127.0.0.2/32"]).unwrap());
+    let f = Fetcher::with_resolver(
+        policy,
+        FetchLimits::default(),
+        Arc::new(Fixed("127.0.0.2".parse().unwrap())),
+    )
+    .unwrap();
+    for i in 0..300 {
+        // A distinct origin each time: the name differs, the server is the same.
+        let u = format!("http://origin-{i}.test:{}/?token={CANARY}", server.port);
+        assert_eq!(get(&f, &u).await.outcome, FetchOutcome::Ok, "{i}");
+        assert_eq!(f.tracked_origins(), 0, "after origin {i}");
+    }
+    // Failures and timeouts let go of their origin too.
+    let silent = serve("127.0.0.2", |stream, _| async move {
+        // Holds the connection without answering until the client gives up.
+        let mut stream = stream;
+        let mut buf = [0u8; 16];
+        let _ = stream.read(&mut buf).await;
+    })
+    .await;
+    let short = Fetcher::with_resolver(
+        DestinationPolicy::new(DestinationPolicy::parse_trusted(&["127.0.0.2/32"]).unwrap()),
+        FetchLimits {
+            deadline: Duration::from_millis(200),
+            ..FetchLimits::default()
+        },
+        Arc::new(Fixed("127.0.0.2".parse().unwrap())),
+    )
+    .unwrap();
+    for i in 0..5 {
+        let u = format!("http://slow-{i}.test:{}/", silent.port);
+        assert_eq!(get(&short, &u).await.outcome, FetchOutcome::Timeout);
+    }
+    assert_eq!(short.tracked_origins(), 0);
+}
+
+#[tokio::test]
+async fn an_origin_is_tracked_while_a_request_to_it_is_in_flight() {
+    let (release, released) = tokio::sync::watch::channel(false);
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let signal = arrived.clone();
+    let holding = serve("127.0.0.2", move |mut stream, _| {
+        let mut released = released.clone();
+        let signal = signal.clone();
+        async move {
+            signal.notify_one();
+            let _ = released.wait_for(|r| *r).await;
+            let _ = stream.write_all(&ok_with_body(b"ok", "")).await;
+        }
+    })
+    .await;
+    let f = Arc::new(fetcher(Duration::from_secs(60)));
+    let request = {
+        let f = f.clone();
+        let u = url(holding.port);
+        tokio::spawn(async move { get(&f, &u).await.outcome })
+    };
+    // The server holds the request (a hang guard, not a timing).
+    tokio::time::timeout(Duration::from_secs(30), arrived.notified())
+        .await
+        .expect("the request reaches the server");
+    assert_eq!(f.tracked_origins(), 1, "its limit is kept while in use");
+    release.send(true).unwrap();
+    assert_eq!(request.await.unwrap(), FetchOutcome::Ok);
+    assert_eq!(f.tracked_origins(), 0);
+}
+
+#[tokio::test]
+async fn own_listeners_are_never_reached_whatever_is_trusted() {
+    // Stands in for refreshd's API listener, on a trusted address.
+    let own = ok_server().await;
+    let other = ok_server().await;
+    let own_address: std::net::SocketAddr = format!("127.0.0.2:{}", own.port).parse().unwrap();
+    let f = Fetcher::with_resolver(
+        DestinationPolicy::new(DestinationPolicy::parse_trusted(&["127.0.0.0/8"]).unwrap()),
+        FetchLimits::default(),
+        Arc::new(Fixed("127.0.0.2".parse().unwrap())),
+    )
+    .unwrap();
+    let own_url = format!("http://127.0.0.2:{}/metrics", own.port);
+    assert_eq!(get(&f, &own_url).await.outcome, FetchOutcome::Ok, "before");
+    f.set_own_listeners(vec![own_address]).unwrap();
+    let before = own.connections.load(Ordering::SeqCst);
+    for u in [
+        own_url.clone(),
+        format!("http://[::ffff:127.0.0.2]:{}/metrics", own.port),
+        format!("http://refreshd.test:{}/metrics", own.port),
+        format!("https://refreshd.test:{}/metrics", own.port),
+    ] {
+        let failure = f
+            .send(refreshd_fetch::Outbound {
+                method: reqwest::Method::GET,
+                url: &u,
+                headers: Vec::new(),
+                body: None,
+            })
+            .await
+            .unwrap_err();
+        let FetchFailure::Blocked(blocked) = &failure else {
+            panic!("{u}: {failure:?}");
+        };
+        assert_eq!(
+            blocked.reason,
+            refreshd_fetch::BlockReason::OwnListener,
+            "{u}"
+        );
+        assert!(blocked.hint().contains("--allow-destination"), "{u}");
+        assert_eq!(
+            get(&f, &u).await.outcome,
+            FetchOutcome::BlockedAddress,
+            "{u}"
+        );
+    }
+    // Configuration is refused too, with its own reason.
+    assert!(matches!(
+        f.check_url(&own_url),
+        Err(FetchFailure::Blocked(refreshd_fetch::Blocked {
+            reason: refreshd_fetch::BlockReason::OwnListener,
+            ..
+        }))
+    ));
+    assert_eq!(own.connections.load(Ordering::SeqCst), before);
+    // Other ports on the same trusted address are still reached, by address and name.
+    for u in [
+        format!("http://127.0.0.2:{}/", other.port),
+        format!("http://other.test:{}/", other.port),
+    ] {
+        assert_eq!(get(&f, &u).await.outcome, FetchOutcome::Ok, "{u}");
+    }
+
+    // A listener on 0.0.0.0 is its port on every local address.
+    let any: std::net::SocketAddr = format!("0.0.0.0:{}", own.port).parse().unwrap();
+    f.set_own_listeners(vec![any]).unwrap();
+    for u in [
+        format!("http://127.0.0.2:{}/", own.port),
+        format!("http://127.0.0.1:{}/", own.port),
+        format!("http://refreshd.test:{}/", own.port),
+    ] {
+        assert_eq!(
+            get(&f, &u).await.outcome,
+            FetchOutcome::BlockedAddress,
+            "{u}"
+        );
+    }
+    assert_eq!(own.connections.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn p12_a_fetch_url_past_2048_bytes_is_sent_whole() {
+    // A configured URL just under the limit and the longest token, in characters
+    // that percent-encoding multiplies: the fetch URL is about 8 KB and must be sent.
+    let server = ok_server().await;
+    let f = fetcher(Duration::from_secs(10));
+    let prefix = format!("http://127.0.0.2:{}/", server.port);
+    let source = format!("{prefix}{}", "p".repeat(2000 - prefix.len()));
+    assert_eq!(source.len(), 2000);
+    assert!(
+        f.check_url(&source).is_ok(),
+        "the configured URL is accepted"
+    );
+    for token in ["é".repeat(1024), "/".repeat(1024)] {
+        let fetch = refreshd_rules::periodic::fetch_url(&source, "wx1", &token, 1);
+        assert!(fetch.len() > 2048, "{}", fetch.len());
+        let result = get(&f, &fetch).await;
+        assert_eq!(result.outcome, FetchOutcome::Ok, "{}", fetch.len());
+        let heads = server.heads.lock().unwrap();
+        let request_line = heads.last().unwrap().lines().next().unwrap().to_string();
+        let path = fetch.strip_prefix(&format!("http://127.0.0.2:{}", server.port));
+        assert_eq!(request_line, format!("GET {} HTTP/1.1", path.unwrap()));
+    }
+    // What the developer configures is still limited.
+    let too_long = format!("{prefix}{}", "p".repeat(2049 - prefix.len()));
+    assert_eq!(
+        f.check_url(&too_long).unwrap_err(),
+        FetchFailure::InvalidUrl(UrlProblem::TooLong)
+    );
+}

@@ -40,6 +40,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         per_origin: usize,
     },
+    /// Another provider's add→delivery latency while 0, 1 and 50 providers hang.
+    Deliveries {
+        /// Forms added (and delivered) per phase, one after another.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
+    /// Resident memory while the fetcher fetches many distinct origins.
+    Origins {
+        /// Distinct origins to fetch.
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+    },
     /// One simulated day of many devices through the rules, on one core.
     Rules {
         /// Devices to simulate (20 forms each).
@@ -68,6 +80,20 @@ pub fn run(which: BenchCommand) -> Result<ExitCode> {
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::bench_hostile::run(fetches.max(1)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Deliveries { samples } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_outbound::deliveries(samples.max(1)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Origins { count } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench_outbound::origins(count.max(1)))?;
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Fetch { users, per_origin } => {

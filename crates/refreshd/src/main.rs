@@ -3,6 +3,7 @@
 mod bench;
 mod bench_fetch;
 mod bench_hostile;
+mod bench_outbound;
 mod bench_ratelimit;
 mod data_dir;
 mod http_server;

@@ -522,6 +522,14 @@ async fn serve(settings: Settings) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let local = listener.local_addr()?;
+    // refreshd never fetches from or delivers to itself, whatever --allow-destination
+    // trusts (SECURITY.md). Set before the engine's loops start. A metrics port of 0 is
+    // chosen by the exporter and cannot be known here; only tests use it.
+    let own_listeners = [local, settings.metrics_listen]
+        .into_iter()
+        .filter(|address| address.port() != 0)
+        .collect();
+    engine.fetcher().set_own_listeners(own_listeners)?;
     // Printed on stdout so scripts and tests can wait for it.
     println!("listening on http://{local}");
     println!("metrics on http://{}/metrics", settings.metrics_listen);

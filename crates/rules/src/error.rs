@@ -37,6 +37,8 @@ pub enum RuleError {
     SourceNotAllowed(&'static str),
     #[error("grayscale percentage must be 0 to 100")]
     InvalidGrayPercent,
+    #[error("the cloud {field} must be 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with . or - and without \"..\" (P2)")]
+    InvalidCloudName { field: &'static str },
 }
 
 impl RuleError {
@@ -59,6 +61,10 @@ impl RuleError {
             RuleError::GrayUrlNotSet => "gray_url_not_set",
             RuleError::SourceNotAllowed(_) => "source_not_allowed",
             RuleError::InvalidGrayPercent => "invalid_request",
+            // The name is a path segment of the fetch URL (`base_url/FUNCTION`): a bad
+            // one makes a bad destination, which api.md calls `invalid_url`. (Not
+            // `source_not_allowed`: that is a kind of source the app may not use.)
+            RuleError::InvalidCloudName { .. } => "invalid_url",
         }
     }
 }

@@ -201,13 +201,40 @@ impl App {
     }
 }
 
-/// P2: individual apps may only use cloud sources.
+/// P2: individual apps may only use cloud sources; a cloud source names a valid
+/// environment and function.
 fn check_source(subject: SubjectType, source: &Source) -> Result<(), RuleError> {
     match (subject, source) {
         (SubjectType::Individual, Source::Url(_)) => Err(RuleError::SourceNotAllowed(
             "individual apps may only use cloud sources (P2)",
         )),
+        (_, Source::Cloud { env, function }) => {
+            check_cloud_name("env", env)?;
+            check_cloud_name("function", function)
+        }
         _ => Ok(()),
+    }
+}
+
+/// The longest cloud environment id or function name (P2).
+pub const MAX_CLOUD_NAME_CHARS: usize = 128;
+
+/// P2: a cloud environment id or function name (`field` says which) is 1 to 128
+/// characters of `A–Z a–z 0–9 _ . -`, does not start with `.` or `-`, and holds no
+/// `..`. The platform fetches `base_url/FUNCTION`, so the function is a path segment:
+/// `..` or `.` would climb out of the environment's base path (`/fn/..` is `/`), and a
+/// leading `-` reads as an option to tools that handle these names.
+pub fn check_cloud_name(field: &'static str, name: &str) -> Result<(), RuleError> {
+    let bytes = name.as_bytes();
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    let valid = (1..=MAX_CLOUD_NAME_CHARS).contains(&bytes.len())
+        && !matches!(bytes[0], b'.' | b'-')
+        && bytes.iter().all(allowed)
+        && !name.contains("..");
+    if valid {
+        Ok(())
+    } else {
+        Err(RuleError::InvalidCloudName { field })
     }
 }
 
@@ -676,6 +703,65 @@ mod tests {
         );
         cache.apply(FetchOutcome::TooLarge, "u", "x".into(), None, 6, 6);
         assert_eq!(cache.read(), Some(("", 5)));
+    }
+
+    #[test]
+    fn p2_cloud_names_that_could_leave_the_base_path_are_rejected() {
+        let cloud = |env: &str, function: &str| {
+            App::new(
+                "i",
+                SubjectType::Individual,
+                Some(PeriodicSetting {
+                    enabled: true,
+                    source: Source::Cloud {
+                        env: env.into(),
+                        function: function.into(),
+                    },
+                    gray: None,
+                }),
+            )
+        };
+        let long = "f".repeat(MAX_CLOUD_NAME_CHARS);
+        for good in [
+            "f",
+            "getData",
+            "v1.2-beta_3",
+            "_x",
+            "9",
+            "a.b",
+            long.as_str(),
+        ] {
+            assert!(cloud("prod-7f3a", good).is_ok(), "{good}");
+        }
+        let too_long = "f".repeat(MAX_CLOUD_NAME_CHARS + 1);
+        for bad in [
+            "",
+            "..",
+            ".",
+            "a..b",
+            "fn/..",
+            "../etc",
+            "%2e%2e",
+            ".hidden",
+            "-rf",
+            "a/b",
+            "a b",
+            "é",
+            "a?x=1",
+            too_long.as_str(),
+        ] {
+            let error = cloud("prod", bad).unwrap_err();
+            assert_eq!(
+                error,
+                RuleError::InvalidCloudName { field: "function" },
+                "{bad:?}"
+            );
+            assert_eq!(error.code(), "invalid_url");
+        }
+        assert_eq!(
+            cloud("..", "f").unwrap_err(),
+            RuleError::InvalidCloudName { field: "env" }
+        );
     }
 
     #[test]

@@ -444,19 +444,15 @@ fn check_https_url(url: &str, path: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
+/// P2's pattern for cloud names, from the rules; the path names the field.
 fn check_cloud_name(name: &str, path: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
+    let field = if path.ends_with(".env") {
+        "env"
     } else {
-        Err(invalid(
-            path,
-            format!("\"{name}\" must be non-empty and use only A-Z a-z 0-9 . _ -"),
-        ))
-    }
+        "function"
+    };
+    refreshd_rules::periodic::check_cloud_name(field, name)
+        .map_err(|e| invalid(path, format!("\"{name}\": {e}")))
 }
 
 fn parse_events(
