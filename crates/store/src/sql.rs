@@ -1,10 +1,11 @@
 //! The one implementation of [`Store`], for every SQL backend.
 //!
-//! Every statement is written once, with `$N` placeholders: PostgreSQL's own syntax,
-//! and one SQLite reads as numbered parameters too (sqlx binds `$N` to the N-th
-//! argument on both), so no statement is rewritten per backend. What a backend does its
-//! own way is behind [`Backend`]: how a write transaction begins and commits, the row
-//! lock a claim takes, claims left at start, host events across nodes, write health.
+//! Every statement is written once, with `$N` placeholders: they are PostgreSQL's own,
+//! and on SQLite sqlx binds `$N` to the N-th argument as well, so no statement is
+//! rewritten per backend. What a backend does its own way is behind [`Backend`]: how a
+//! write transaction begins and commits, the row lock a claim takes, claims left at
+//! start, host events across nodes, write health. Each backend also has its own
+//! migrations (column types differ: INTEGER/BLOB against BIGINT/BYTEA).
 
 use crate::records::*;
 use crate::{EventBuilder, Store, StoreError, StoreResult};
