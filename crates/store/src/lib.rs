@@ -1,7 +1,8 @@
 //! refreshd's storage.
 //!
 //! One trait, [`Store`], with two backends: [`SqliteStore`] (embedded, one node) and
-//! [`PgStore`] (PostgreSQL, a fleet of nodes). The trait covers what the engine and the API keep: keys, apps, providers,
+//! [`PgStore`] (PostgreSQL, a fleet of nodes), both one implementation, [`SqlStore`],
+//! over what each database does its own way (`sql::Backend`). The trait covers what the engine and the API keep: keys, apps, providers,
 //! devices (with their rules state), forms and their data, deliveries, host events, and
 //! per-user fetch state with its cache and log. The store knows SQL and nothing about
 //! the rules: subject state arrives as serialized text and leaves the same way.
@@ -12,11 +13,18 @@
 
 mod postgres;
 mod records;
+mod sql;
 mod sqlite;
 
-pub use postgres::PgStore;
+pub use postgres::PgBackend;
 pub use records::*;
-pub use sqlite::SqliteStore;
+pub use sql::SqlStore;
+pub use sqlite::SqliteBackend;
+
+/// The embedded store: one SQLite file, one node.
+pub type SqliteStore = SqlStore<SqliteBackend>;
+/// The fleet store: PostgreSQL shared by several nodes.
+pub type PgStore = SqlStore<PgBackend>;
 
 use async_trait::async_trait;
 
@@ -53,7 +61,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Builds the host event for a form's stored data (the engine owns the payload format).
 pub type EventBuilder = dyn Fn(&FormData) -> NewEvent + Send + Sync;
 
-/// Everything refreshd keeps. Implemented by [`SqliteStore`].
+/// Everything refreshd keeps. Implemented by [`SqliteStore`] and [`PgStore`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Answers when the database is reachable and takes writes: after a failed commit

@@ -519,3 +519,38 @@ async fn concurrent_claimers_never_share_a_subject(store: Arc<dyn Store>) {
     assert_eq!((all.len(), distinct.len()), (200, 200));
 }
 conformance!(concurrent_claims, concurrent_claimers_never_share_a_subject);
+
+/// A store's `Debug` names its backend and nothing else: a PostgreSQL URL may carry a
+/// password, and a store is the kind of value that ends up in a `{:?}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_output_names_the_backend_only() {
+    let dir = std::env::temp_dir().join(unique("refreshd-debug"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap();
+    assert_eq!(format!("{sqlite:?}"), "SqliteStore { .. }");
+    let Ok(url) = std::env::var("REFRESHD_TEST_DATABASE_URL") else {
+        say_loudly!("SKIPPED PostgreSQL half of debug_output_names_the_backend_only: REFRESHD_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let pg = PgStore::open_in_schema(&url, Some(&unique("t")))
+        .await
+        .expect("PostgreSQL reachable at REFRESHD_TEST_DATABASE_URL");
+    assert_eq!(format!("{pg:?}"), "PgStore { .. }");
+    pg.close().await;
+}
+
+/// A URL that cannot be used is refused with what is wrong in it, never its text.
+#[tokio::test]
+async fn a_bad_postgres_url_is_refused_without_showing_it() {
+    const PASSWORD: &str = "never-shown-0451";
+    for url in [
+        format!("postgres://refreshd:{PASSWORD}@127.0.0.1:notaport/db"),
+        format!("postgres://refreshd:{PASSWORD}@127.0.0.1/db?sslmode=sometimes"),
+        format!("postgres://refreshd:{PASSWORD}%ff@127.0.0.1/db"),
+    ] {
+        let error = PgStore::open(&url).await.unwrap_err();
+        let shown = format!("{error} {error:?}");
+        assert!(matches!(error, StoreError::Unavailable(_)), "{shown}");
+        assert!(!shown.contains(PASSWORD), "{shown}");
+    }
+}

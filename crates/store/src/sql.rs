@@ -1,0 +1,1000 @@
+//! The one implementation of [`Store`], for every SQL backend.
+//!
+//! Every statement is written once, with `$N` placeholders: they are PostgreSQL's own,
+//! and on SQLite sqlx binds `$N` to the N-th argument as well, so no statement is
+//! rewritten per backend. What a backend does its own way is behind [`Backend`]: how a
+//! write transaction begins and commits, the row lock a claim takes, claims left at
+//! start, host events across nodes, write health. Each backend also has its own
+//! migrations (column types differ: INTEGER/BLOB against BIGINT/BYTEA).
+
+use crate::records::*;
+use crate::{EventBuilder, Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use std::future::Future;
+use std::ops::DerefMut;
+
+/// What one database does its own way. Everything else is [`SqlStore`].
+pub trait Backend: Send + Sync + 'static {
+    type Db: Database;
+    /// An open write transaction. Dropped without [`Commit::commit`], it rolls back.
+    type Tx: Commit + DerefMut<Target = Conn<Self>>;
+    /// The store's name in `Debug` output, which shows nothing else: a PostgreSQL URL
+    /// may carry a password.
+    const NAME: &'static str;
+    /// Only one node can use the store, so every claim found at start is its own
+    /// predecessor's. A shared store keeps them: other nodes may be alive.
+    const SINGLE_NODE: bool;
+    /// Appended to the selects that pick rows to claim: the row lock that keeps two
+    /// nodes from claiming one row (empty where one writer connection already does).
+    const CLAIM_LOCK: &'static str;
+
+    fn reader(&self) -> &Pool<Self::Db>;
+    fn begin(&self) -> impl Future<Output = StoreResult<Self::Tx>> + Send;
+    fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
+    fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// Whether writes fit, beyond the database answering (called by `ping`).
+    fn check_writes(&self) -> impl Future<Output = StoreResult<()>> + Send {
+        async { Ok(()) }
+    }
+    /// See [`Store::publish_host_event`]; one node: nothing to tell.
+    fn publish_host_event(&self, _device_id: &str) -> impl Future<Output = StoreResult<()>> + Send {
+        async { Ok(()) }
+    }
+    /// See [`Store::forward_host_events`]; one node: returns at once.
+    fn forward_host_events(
+        &self,
+        _sink: tokio::sync::broadcast::Sender<String>,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Ends a write transaction; the write is acknowledged only when this returned `Ok`.
+pub trait Commit: Send {
+    fn commit(self) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+type Conn<B> = <<B as Backend>::Db as Database>::Connection;
+type DbRow<B> = <<B as Backend>::Db as Database>::Row;
+
+/// refreshd's store over one SQL backend: [`crate::SqliteStore`] or [`crate::PgStore`].
+#[derive(Clone)]
+pub struct SqlStore<B> {
+    pub(crate) backend: B,
+}
+
+impl<B: Backend> std::fmt::Debug for SqlStore<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(B::NAME).finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// Closes the store's connections, waiting for running statements.
+    pub async fn close(&self) {
+        self.backend.close().await
+    }
+}
+
+const FORM_COLUMNS: &str = "form_id, form_num, device_id, provider, form_name, created_at";
+const PROVIDER_COLUMNS: &str = "provider, provider_num, refresh_url, system_app, api_version, market_update_duration, signing_secret, form_config, previous_signing_secret, previous_secret_until";
+const PAIR_COLUMNS: &str = "appid, user_id, state, version, next_wake_at, token_sealed, cached_data, cached_at, etag, etag_url, cached_sent_at";
+const FORM_DATA_COLUMNS: &str = "form_id, data, updated_at, trigger";
+const DELIVERY_COLUMNS: &str =
+    "delivery_id, form_id, device_id, provider, body, attempts, next_attempt_at";
+/// Decision notes kept per form, for explanations.
+const DECISIONS_KEPT_PER_FORM: i64 = 50;
+
+// The bounds below (on this block and on the `Store` impl) say what the SQL needs of a
+// database: statements on a connection or a pool, and the column types refreshd uses
+// (BIGINT, TEXT, BLOB/BYTEA). SQLite and PostgreSQL both meet them.
+impl<B: Backend> SqlStore<B>
+where
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'a> &'a str: ColumnIndex<DbRow<B>> + Encode<'a, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<DbRow<B>>,
+    for<'a> &'a [u8]: Encode<'a, B::Db> + Type<B::Db>,
+    i64: for<'q> Encode<'q, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    String: for<'q> Encode<'q, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    Vec<u8>: for<'q> Encode<'q, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    Option<i64>: for<'q> Encode<'q, B::Db>,
+    Option<String>: for<'q> Encode<'q, B::Db>,
+    Option<Vec<u8>>: for<'q> Encode<'q, B::Db>,
+{
+    fn provider_from_row(row: &DbRow<B>) -> ProviderRecord {
+        ProviderRecord {
+            provider: row.get("provider"),
+            provider_num: row.get("provider_num"),
+            refresh_url: row.get("refresh_url"),
+            system_app: row.get::<i64, _>("system_app") != 0,
+            api_version: row.get("api_version"),
+            market_update_duration: row.get("market_update_duration"),
+            signing_secret: row.get("signing_secret"),
+            form_config: row.get("form_config"),
+            previous_signing_secret: row.get("previous_signing_secret"),
+            previous_secret_until: row.get("previous_secret_until"),
+        }
+    }
+
+    fn form_from_row(row: &DbRow<B>) -> FormRecord {
+        FormRecord {
+            form_id: row.get("form_id"),
+            form_num: row.get("form_num"),
+            device_id: row.get("device_id"),
+            provider: row.get("provider"),
+            form_name: row.get("form_name"),
+            created_at: row.get("created_at"),
+        }
+    }
+
+    fn pair_from_row(row: &DbRow<B>) -> PairRecord {
+        PairRecord {
+            appid: row.get("appid"),
+            user_id: row.get("user_id"),
+            state: row.get("state"),
+            version: row.get("version"),
+            next_wake_at: row.get("next_wake_at"),
+            token_sealed: row.get("token_sealed"),
+            cached_data: row.get("cached_data"),
+            cached_at: row.get("cached_at"),
+            cached_sent_at: row.get("cached_sent_at"),
+            etag: row.get("etag"),
+            etag_url: row.get("etag_url"),
+        }
+    }
+
+    fn form_data_from_row(row: &DbRow<B>) -> FormData {
+        FormData {
+            form_id: row.get("form_id"),
+            data: row.get("data"),
+            updated_at: row.get("updated_at"),
+            trigger: row.get("trigger"),
+        }
+    }
+
+    fn delivery_from_row(row: &DbRow<B>) -> DeliveryRecord {
+        DeliveryRecord {
+            delivery_id: row.get("delivery_id"),
+            form_id: row.get("form_id"),
+            device_id: row.get("device_id"),
+            provider: row.get("provider"),
+            body: row.get("body"),
+            attempts: row.get("attempts"),
+            next_attempt_at: row.get("next_attempt_at"),
+        }
+    }
+
+    fn wakeup_from_row(row: &DbRow<B>, table: SubjectTable) -> (SubjectKey, i64) {
+        match table {
+            SubjectTable::Devices => (SubjectKey::Device(row.get(0)), row.get(1)),
+            SubjectTable::Pairs => {
+                let key = SubjectKey::Pair {
+                    appid: row.get(0),
+                    user_id: row.get(1),
+                };
+                (key, row.get(2))
+            }
+        }
+    }
+
+    async fn insert_key_row(tx: &mut Conn<B>, key: &KeyRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (key_hash, kind, principal, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&key.key_hash)
+        .bind(key.kind.as_str())
+        .bind(&key.principal)
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_event(tx: &mut Conn<B>, event: &NewEvent) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "INSERT INTO events (device_id, form_id, kind, payload, at) VALUES ($1, $2, $3, $4, $5) RETURNING event_id",
+        )
+        .bind(&event.device_id)
+        .bind(&event.form_id)
+        .bind(&event.kind)
+        .bind(&event.payload)
+        .bind(event.at)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(form_id) = &event.form_id {
+            sqlx::query(
+                "DELETE FROM events WHERE form_id = $1 AND event_id <= (SELECT event_id FROM events WHERE form_id = $1 ORDER BY event_id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(form_id)
+            .bind(EVENTS_KEPT_PER_FORM)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(row.get(0))
+    }
+
+    /// Stores a form's data with the event that announces it, or, without one, marks it
+    /// to be announced when the form is shown.
+    async fn store_form_data(
+        tx: &mut Conn<B>,
+        data: &FormData,
+        event: Option<&NewEvent>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO form_data (form_id, data, updated_at, trigger, announce_on_show) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT(form_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at,
+                 trigger = excluded.trigger, announce_on_show = excluded.announce_on_show",
+        )
+        .bind(&data.form_id)
+        .bind(&data.data)
+        .bind(data.updated_at)
+        .bind(&data.trigger)
+        .bind(event.is_none() as i64)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(event) = event {
+            Self::insert_event(tx, event).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one statement that must change a row; none changed is `NotFound`.
+    async fn update_one(&self, query: SqlQuery<'_, B>) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        let done = query.execute(&mut *tx).await?;
+        if B::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await
+    }
+
+    /// Claims the due rows of one subject table for `node` until `lease_until`.
+    async fn claim_table(
+        tx: &mut Conn<B>,
+        table: SubjectTable,
+        node: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(SubjectKey, i64)>> {
+        let (name, key, columns) = (table.name(), table.key(), table.key_columns());
+        let sql = format!(
+            "UPDATE {name} SET claimed_by = $1, claim_until = $2
+             WHERE {key} IN (SELECT {columns} FROM {name}
+                 WHERE next_wake_at IS NOT NULL AND next_wake_at <= $3 AND (claim_until IS NULL OR claim_until < $3)
+                 ORDER BY next_wake_at LIMIT $4{lock})
+             RETURNING {columns}, next_wake_at",
+            lock = B::CLAIM_LOCK,
+        );
+        let rows = sqlx::query(&sql)
+            .bind(node)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| Self::wakeup_from_row(row, table))
+            .collect())
+    }
+}
+
+/// The two tables of subjects the engine wakes.
+#[derive(Clone, Copy)]
+enum SubjectTable {
+    Devices,
+    Pairs,
+}
+
+impl SubjectTable {
+    fn name(self) -> &'static str {
+        match self {
+            SubjectTable::Devices => "devices",
+            SubjectTable::Pairs => "fetch_pairs",
+        }
+    }
+    /// The primary key as the left side of `IN`.
+    fn key(self) -> &'static str {
+        match self {
+            SubjectTable::Devices => "device_id",
+            SubjectTable::Pairs => "(appid, user_id)",
+        }
+    }
+    fn key_columns(self) -> &'static str {
+        match self {
+            SubjectTable::Devices => "device_id",
+            SubjectTable::Pairs => "appid, user_id",
+        }
+    }
+}
+
+type SqlQuery<'q, B> =
+    sqlx::query::Query<'q, <B as Backend>::Db, <<B as Backend>::Db as Database>::Arguments<'q>>;
+
+#[async_trait]
+impl<B: Backend> Store for SqlStore<B>
+where
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
+    for<'a> &'a str: ColumnIndex<DbRow<B>> + Encode<'a, B::Db> + Type<B::Db>,
+    usize: ColumnIndex<DbRow<B>>,
+    for<'a> &'a [u8]: Encode<'a, B::Db> + Type<B::Db>,
+    i64: for<'q> Encode<'q, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    String: for<'q> Encode<'q, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    Vec<u8>: for<'q> Encode<'q, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
+    Option<i64>: for<'q> Encode<'q, B::Db>,
+    Option<String>: for<'q> Encode<'q, B::Db>,
+    Option<Vec<u8>>: for<'q> Encode<'q, B::Db>,
+{
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(self.backend.reader())
+            .await?;
+        self.backend.check_writes().await
+    }
+
+    async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        Self::insert_key_row(&mut tx, key).await?;
+        tx.commit().await
+    }
+
+    async fn find_key(&self, key_hash: &[u8]) -> StoreResult<Option<KeyRecord>> {
+        let row = sqlx::query(
+            "SELECT key_hash, kind, principal, created_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(self.backend.reader())
+        .await?;
+        Ok(row.and_then(|row| {
+            Some(KeyRecord {
+                key_hash: row.get("key_hash"),
+                kind: KeyKind::parse(&row.get::<String, _>("kind"))?,
+                principal: row.get("principal"),
+                created_at: row.get("created_at"),
+            })
+        }))
+    }
+
+    async fn rotate_key(&self, new_key: &KeyRecord, now: i64) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE kind = $2 AND principal = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(new_key.kind.as_str())
+            .bind(&new_key.principal)
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_key_row(&mut tx, new_key).await?;
+        tx.commit().await
+    }
+
+    async fn insert_app(&self, appid: &str, app: &str, key: Option<&KeyRecord>) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        sqlx::query("INSERT INTO apps (appid, app) VALUES ($1, $2)")
+            .bind(appid)
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(key) = key {
+            Self::insert_key_row(&mut tx, key).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT app FROM apps WHERE appid = $1")
+            .bind(appid)
+            .fetch_optional(self.backend.reader())
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn put_app(&self, appid: &str, app: &str) -> StoreResult<()> {
+        self.update_one(
+            sqlx::query("UPDATE apps SET app = $1 WHERE appid = $2")
+                .bind(app)
+                .bind(appid),
+        )
+        .await
+    }
+
+    async fn insert_provider(
+        &self,
+        provider: &NewProvider,
+        key: Option<&KeyRecord>,
+    ) -> StoreResult<ProviderRecord> {
+        let mut tx = self.backend.begin().await?;
+        let num: i64 = sqlx::query("SELECT COALESCE(MAX(provider_num), 0) + 1 FROM providers")
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        sqlx::query(
+            "INSERT INTO providers (provider, provider_num, refresh_url, system_app, api_version, signing_secret) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&provider.provider)
+        .bind(num)
+        .bind(&provider.refresh_url)
+        .bind(provider.system_app as i64)
+        .bind(provider.api_version)
+        .bind(&provider.signing_secret)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(key) = key {
+            Self::insert_key_row(&mut tx, key).await?;
+        }
+        tx.commit().await?;
+        Ok(ProviderRecord {
+            provider: provider.provider.clone(),
+            provider_num: num,
+            refresh_url: provider.refresh_url.clone(),
+            system_app: provider.system_app,
+            api_version: provider.api_version,
+            market_update_duration: None,
+            signing_secret: provider.signing_secret.clone(),
+            form_config: None,
+            previous_signing_secret: None,
+            previous_secret_until: None,
+        })
+    }
+
+    async fn get_provider(&self, provider: &str) -> StoreResult<Option<ProviderRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PROVIDER_COLUMNS} FROM providers WHERE provider = $1"
+        ))
+        .bind(provider)
+        .fetch_optional(self.backend.reader())
+        .await?;
+        Ok(row.as_ref().map(Self::provider_from_row))
+    }
+
+    async fn update_provider(&self, p: &ProviderRecord) -> StoreResult<()> {
+        self.update_one(
+            sqlx::query(
+                "UPDATE providers SET refresh_url = $1, system_app = $2, api_version = $3, market_update_duration = $4, signing_secret = $5, form_config = $6, previous_signing_secret = $7, previous_secret_until = $8 WHERE provider = $9",
+            )
+            .bind(&p.refresh_url)
+            .bind(p.system_app as i64)
+            .bind(p.api_version)
+            .bind(p.market_update_duration)
+            .bind(&p.signing_secret)
+            .bind(&p.form_config)
+            .bind(&p.previous_signing_secret)
+            .bind(p.previous_secret_until)
+            .bind(&p.provider),
+        )
+        .await
+    }
+
+    async fn provider_by_num(&self, provider_num: i64) -> StoreResult<Option<ProviderRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PROVIDER_COLUMNS} FROM providers WHERE provider_num = $1"
+        ))
+        .bind(provider_num)
+        .fetch_optional(self.backend.reader())
+        .await?;
+        Ok(row.as_ref().map(Self::provider_from_row))
+    }
+
+    async fn insert_device(
+        &self,
+        device: &DeviceRecord,
+        next_wake_at: Option<i64>,
+        key: Option<&KeyRecord>,
+    ) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        sqlx::query("INSERT INTO devices (device_id, user_id, state, version, next_wake_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&device.device_id)
+            .bind(&device.user_id)
+            .bind(&device.state)
+            .bind(device.version)
+            .bind(next_wake_at)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(key) = key {
+            Self::insert_key_row(&mut tx, key).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn get_device(&self, device_id: &str) -> StoreResult<Option<DeviceRecord>> {
+        let row = sqlx::query(
+            "SELECT device_id, user_id, state, version FROM devices WHERE device_id = $1",
+        )
+        .bind(device_id)
+        .fetch_optional(self.backend.reader())
+        .await?;
+        Ok(row.map(|row| DeviceRecord {
+            device_id: row.get("device_id"),
+            user_id: row.get("user_id"),
+            state: row.get("state"),
+            version: row.get("version"),
+        }))
+    }
+
+    async fn commit_device(&self, commit: &DeviceCommit) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE devices SET state = $1, version = version + 1, next_wake_at = $2, claimed_by = NULL, claim_until = NULL WHERE device_id = $3 AND version = $4",
+        )
+        .bind(&commit.state)
+        .bind(commit.next_wake_at)
+        .bind(&commit.device_id)
+        .bind(commit.expected_version)
+        .execute(&mut *tx)
+        .await?;
+        if B::rows_affected(&updated) == 0 {
+            return Err(StoreError::Conflict);
+        }
+        for form in &commit.add_forms {
+            sqlx::query(&format!(
+                "INSERT INTO forms ({FORM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            ))
+            .bind(&form.form_id)
+            .bind(form.form_num)
+            .bind(&form.device_id)
+            .bind(&form.provider)
+            .bind(&form.form_name)
+            .bind(form.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for form_id in &commit.remove_forms {
+            // Its events go too: the `form_removed` written below is all a host needs.
+            for table in ["forms", "form_data", "form_decisions", "events"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE form_id = $1"))
+                    .bind(form_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("UPDATE deliveries SET state = 'failed', next_attempt_at = NULL WHERE form_id = $1 AND state = 'pending'")
+                .bind(form_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for d in &commit.deliveries {
+            sqlx::query(
+                "INSERT INTO deliveries (delivery_id, form_id, device_id, provider, body, attempts, next_attempt_at, state, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, 'pending', $7)",
+            )
+            .bind(&d.delivery_id)
+            .bind(&d.form_id)
+            .bind(&d.device_id)
+            .bind(&d.provider)
+            .bind(&d.body)
+            .bind(d.next_attempt_at)
+            .bind(d.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for event in &commit.events {
+            Self::insert_event(&mut tx, event).await?;
+        }
+        for note in &commit.decisions {
+            sqlx::query(
+                "INSERT INTO form_decisions (form_id, at, decision, rule) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&note.form_id)
+            .bind(note.at)
+            .bind(&note.decision)
+            .bind(&note.rule)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM form_decisions WHERE form_id = $1 AND id <= (SELECT id FROM form_decisions WHERE form_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(&note.form_id)
+            .bind(DECISIONS_KEPT_PER_FORM)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn get_form(&self, form_id: &str) -> StoreResult<Option<FormRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {FORM_COLUMNS} FROM forms WHERE form_id = $1"
+        ))
+        .bind(form_id)
+        .fetch_optional(self.backend.reader())
+        .await?;
+        Ok(row.as_ref().map(Self::form_from_row))
+    }
+
+    async fn form_by_num(&self, form_num: i64) -> StoreResult<Option<FormRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {FORM_COLUMNS} FROM forms WHERE form_num = $1"
+        ))
+        .bind(form_num)
+        .fetch_optional(self.backend.reader())
+        .await?;
+        Ok(row.as_ref().map(Self::form_from_row))
+    }
+
+    async fn forms_of_provider(&self, provider: &str) -> StoreResult<Vec<FormRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FORM_COLUMNS} FROM forms WHERE provider = $1 ORDER BY form_num"
+        ))
+        .bind(provider)
+        .fetch_all(self.backend.reader())
+        .await?;
+        Ok(rows.iter().map(Self::form_from_row).collect())
+    }
+
+    async fn forms_of_device(&self, device_id: &str) -> StoreResult<Vec<FormRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FORM_COLUMNS} FROM forms WHERE device_id = $1 ORDER BY form_num"
+        ))
+        .bind(device_id)
+        .fetch_all(self.backend.reader())
+        .await?;
+        Ok(rows.iter().map(Self::form_from_row).collect())
+    }
+
+    async fn next_form_num(&self) -> StoreResult<i64> {
+        // Never reused: a reused number would make a new form inherit an old one's
+        // identity in the rules (F22).
+        let mut tx = self.backend.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO counters (name, value) VALUES ('form_num', 1)
+             ON CONFLICT(name) DO UPDATE SET value = counters.value + 1 RETURNING value",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.get(0))
+    }
+
+    async fn get_form_data(&self, form_id: &str) -> StoreResult<Option<FormData>> {
+        let row = sqlx::query(&format!(
+            "SELECT {FORM_DATA_COLUMNS} FROM form_data WHERE form_id = $1"
+        ))
+        .bind(form_id)
+        .fetch_optional(self.backend.reader())
+        .await?;
+        Ok(row.as_ref().map(Self::form_data_from_row))
+    }
+
+    async fn put_form_data(&self, data: &FormData, event: Option<&NewEvent>) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        Self::store_form_data(&mut tx, data, event).await?;
+        tx.commit().await
+    }
+
+    async fn announce_pending_data(
+        &self,
+        form_id: &str,
+        event_for: &EventBuilder,
+    ) -> StoreResult<bool> {
+        let mut tx = self.backend.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {FORM_DATA_COLUMNS} FROM form_data WHERE form_id = $1 AND announce_on_show = 1"
+        ))
+        .bind(form_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            // Committed although nothing changed: a transaction that ends any other way
+            // counts as a failed write.
+            tx.commit().await?;
+            return Ok(false);
+        };
+        let data = Self::form_data_from_row(&row);
+        Self::insert_event(&mut tx, &event_for(&data)).await?;
+        sqlx::query("UPDATE form_data SET announce_on_show = 0 WHERE form_id = $1")
+            .bind(form_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn recent_decisions(&self, form_id: &str, limit: i64) -> StoreResult<Vec<DecisionNote>> {
+        let rows = sqlx::query("SELECT form_id, at, decision, rule FROM form_decisions WHERE form_id = $1 ORDER BY id DESC LIMIT $2")
+            .bind(form_id)
+            .bind(limit)
+            .fetch_all(self.backend.reader())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| DecisionNote {
+                form_id: row.get("form_id"),
+                at: row.get("at"),
+                decision: row.get("decision"),
+                rule: row.get("rule"),
+            })
+            .collect())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        // Claiming moves the next attempt to the end of the lease: no other node picks it
+        // up meanwhile, and if this node dies it is sent again, under the same id, then.
+        let mut tx = self.backend.begin().await?;
+        let rows = sqlx::query(&format!(
+            "UPDATE deliveries SET next_attempt_at = $1
+             WHERE delivery_id IN (SELECT delivery_id FROM deliveries
+                 WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $2 AND state = 'pending'
+                 ORDER BY next_attempt_at LIMIT $3{lock})
+             RETURNING {DELIVERY_COLUMNS}",
+            lock = B::CLAIM_LOCK,
+        ))
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut claimed: Vec<DeliveryRecord> = rows.iter().map(Self::delivery_from_row).collect();
+        claimed.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+        Ok(claimed)
+    }
+
+    async fn finish_delivery(&self, delivery_id: &str, finish: &DeliveryFinish) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        let (state, attempts, next): (&str, i64, Option<i64>) = match finish {
+            DeliveryFinish::Done { attempts, .. } => ("done", *attempts, None),
+            DeliveryFinish::Retry {
+                attempts,
+                next_attempt_at,
+            } => ("pending", *attempts, Some(*next_attempt_at)),
+            DeliveryFinish::GiveUp { attempts } => ("failed", *attempts, None),
+        };
+        let updated = sqlx::query(
+            "UPDATE deliveries SET state = $1, attempts = $2, next_attempt_at = $3 WHERE delivery_id = $4 AND state = 'pending'",
+        )
+        .bind(state)
+        .bind(attempts)
+        .bind(next)
+        .bind(delivery_id)
+        .execute(&mut *tx)
+        .await?;
+        if B::rows_affected(&updated) == 0 {
+            // Finished already (or its form was removed): nothing to apply twice.
+            return tx.commit().await;
+        }
+        if let DeliveryFinish::Done {
+            data: Some((data, event)),
+            ..
+        } = finish
+        {
+            let form_exists = sqlx::query("SELECT 1 FROM forms WHERE form_id = $1")
+                .bind(&data.form_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if form_exists {
+                Self::store_form_data(&mut tx, data, event.as_ref()).await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    async fn events_after(
+        &self,
+        device_id: &str,
+        after_event_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let rows = sqlx::query("SELECT event_id, kind, payload, at FROM events WHERE device_id = $1 AND event_id > $2 ORDER BY event_id LIMIT $3")
+            .bind(device_id)
+            .bind(after_event_id)
+            .bind(limit)
+            .fetch_all(self.backend.reader())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| EventRecord {
+                event_id: row.get("event_id"),
+                kind: row.get("kind"),
+                payload: row.get("payload"),
+                at: row.get("at"),
+            })
+            .collect())
+    }
+
+    async fn get_pair(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PAIR_COLUMNS} FROM fetch_pairs WHERE appid = $1 AND user_id = $2"
+        ))
+        .bind(appid)
+        .bind(user_id)
+        .fetch_optional(self.backend.reader())
+        .await?;
+        Ok(row.as_ref().map(Self::pair_from_row))
+    }
+
+    async fn commit_pair(&self, commit: &PairCommit) -> StoreResult<()> {
+        let r = &commit.record;
+        let mut tx = self.backend.begin().await?;
+        if commit.expected_version == 0 {
+            sqlx::query(&format!(
+                "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .bind(&r.appid)
+            .bind(&r.user_id)
+            .bind(&r.state)
+            .bind(r.next_wake_at)
+            .bind(&r.token_sealed)
+            .bind(&r.cached_data)
+            .bind(r.cached_at)
+            .bind(&r.etag)
+            .bind(&r.etag_url)
+            .bind(r.cached_sent_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Exists => StoreError::Conflict,
+                other => other,
+            })?;
+        } else {
+            let updated = sqlx::query(
+                "UPDATE fetch_pairs SET state = $1, version = version + 1, next_wake_at = $2, claimed_by = NULL, claim_until = NULL, token_sealed = $3, cached_data = $4, cached_at = $5, etag = $6, etag_url = $7, cached_sent_at = $8
+                 WHERE appid = $9 AND user_id = $10 AND version = $11",
+            )
+            .bind(&r.state)
+            .bind(r.next_wake_at)
+            .bind(&r.token_sealed)
+            .bind(&r.cached_data)
+            .bind(r.cached_at)
+            .bind(&r.etag)
+            .bind(&r.etag_url)
+            .bind(r.cached_sent_at)
+            .bind(&r.appid)
+            .bind(&r.user_id)
+            .bind(commit.expected_version)
+            .execute(&mut *tx)
+            .await?;
+            if B::rows_affected(&updated) == 0 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        if let Some(log) = &commit.log {
+            sqlx::query("INSERT INTO fetch_log (appid, user_id, at, gray, outcome, http_status, bytes, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(&r.appid)
+                .bind(&r.user_id)
+                .bind(log.at)
+                .bind(log.gray as i64)
+                .bind(&log.outcome)
+                .bind(log.http_status)
+                .bind(log.bytes)
+                .bind(log.duration_ms)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM fetch_log WHERE appid = $1 AND user_id = $2 AND id <= (SELECT id FROM fetch_log WHERE appid = $1 AND user_id = $2 ORDER BY id DESC LIMIT 1 OFFSET $3)",
+            )
+            .bind(&r.appid)
+            .bind(&r.user_id)
+            .bind(FETCH_LOG_KEPT)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn fetch_log(
+        &self,
+        appid: &str,
+        user_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<FetchLogEntry>> {
+        let rows = sqlx::query("SELECT at, gray, outcome, http_status, bytes, duration_ms FROM fetch_log WHERE appid = $1 AND user_id = $2 ORDER BY id DESC LIMIT $3")
+            .bind(appid)
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(self.backend.reader())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| FetchLogEntry {
+                at: row.get("at"),
+                gray: row.get::<i64, _>("gray") != 0,
+                outcome: row.get("outcome"),
+                http_status: row.get("http_status"),
+                bytes: row.get("bytes"),
+                duration_ms: row.get("duration_ms"),
+            })
+            .collect())
+    }
+
+    async fn claim_due(
+        &self,
+        node: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(SubjectKey, i64)>> {
+        // The claim's select and update cannot interleave with another node's: SQLite
+        // has one writer connection, PostgreSQL passes over rows another node is
+        // claiming right now (`CLAIM_LOCK`), so no node waits for another.
+        let mut tx = self.backend.begin().await?;
+        let mut claimed = Vec::new();
+        for table in [SubjectTable::Devices, SubjectTable::Pairs] {
+            claimed.extend(Self::claim_table(&mut tx, table, node, now, lease_until, limit).await?);
+        }
+        tx.commit().await?;
+        claimed.sort_by_key(|(_, at)| *at);
+        Ok(claimed)
+    }
+
+    async fn count_due(&self, now: i64) -> StoreResult<i64> {
+        // Both counts are range scans on the partial next_wake_at indexes.
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM devices WHERE next_wake_at IS NOT NULL AND next_wake_at <= $1)
+                  + (SELECT COUNT(*) FROM fetch_pairs WHERE next_wake_at IS NOT NULL AND next_wake_at <= $1)",
+        )
+        .bind(now)
+        .fetch_one(self.backend.reader())
+        .await?;
+        Ok(row.get(0))
+    }
+
+    async fn planned_wakeups(&self) -> StoreResult<Vec<(SubjectKey, i64)>> {
+        let mut planned = Vec::new();
+        for table in [SubjectTable::Devices, SubjectTable::Pairs] {
+            let sql = format!(
+                "SELECT {}, next_wake_at FROM {} WHERE next_wake_at IS NOT NULL",
+                table.key_columns(),
+                table.name()
+            );
+            let rows = sqlx::query(&sql).fetch_all(self.backend.reader()).await?;
+            planned.extend(rows.iter().map(|row| Self::wakeup_from_row(row, table)));
+        }
+        Ok(planned)
+    }
+
+    async fn all_pairs_of_app(&self, appid: &str) -> StoreResult<Vec<PairRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PAIR_COLUMNS} FROM fetch_pairs WHERE appid = $1"
+        ))
+        .bind(appid)
+        .fetch_all(self.backend.reader())
+        .await?;
+        Ok(rows.iter().map(Self::pair_from_row).collect())
+    }
+
+    async fn release_claims_at_start(&self) -> StoreResult<()> {
+        if !B::SINGLE_NODE {
+            return Ok(());
+        }
+        let mut tx = self.backend.begin().await?;
+        for table in [SubjectTable::Devices, SubjectTable::Pairs] {
+            let table = table.name();
+            sqlx::query(&format!("UPDATE {table} SET claimed_by = NULL, claim_until = NULL WHERE claimed_by IS NOT NULL"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn publish_host_event(&self, device_id: &str) -> StoreResult<()> {
+        self.backend.publish_host_event(device_id).await
+    }
+
+    async fn forward_host_events(
+        &self,
+        sink: tokio::sync::broadcast::Sender<String>,
+    ) -> StoreResult<()> {
+        self.backend.forward_host_events(sink).await
+    }
+
+    async fn prune(&self, before: i64) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        sqlx::query("DELETE FROM deliveries WHERE state <> 'pending' AND created_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM events WHERE at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+}
