@@ -1,10 +1,6 @@
-//! The `refreshd` command line: thin over the library crates.
+//! The `refreshd` command line: thin over the library crates. Benchmarks live in the
+//! `refreshd-bench` binary (crates/bench), so the shipped binary carries none of them.
 
-mod bench;
-mod bench_fetch;
-mod bench_hostile;
-mod bench_outbound;
-mod bench_ratelimit;
 mod data_dir;
 mod http_server;
 mod lint;
@@ -80,11 +76,6 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
-    /// Benchmarks that print figures (never run as tests).
-    Bench {
-        #[command(subcommand)]
-        which: bench::BenchCommand,
-    },
 }
 
 fn main() -> ExitCode {
@@ -144,7 +135,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { which } => bench::run(which),
         Command::Serve(args) => serve::run(*args).map(|()| ExitCode::SUCCESS),
     }
 }

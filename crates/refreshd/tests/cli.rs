@@ -198,3 +198,23 @@ fn explain_unknown_form_is_an_error() {
         .unwrap()
         .contains("\"nope\" is not declared"));
 }
+
+#[test]
+fn the_shipped_binary_carries_only_serve_simulate_lint_and_explain() {
+    let out = refreshd(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for command in ["serve", "simulate", "lint", "explain"] {
+        assert!(
+            help.lines()
+                .any(|line| line.trim_start().starts_with(command)),
+            "{command} missing from:\n{help}"
+        );
+    }
+    assert!(
+        !help.contains("bench"),
+        "benchmarks belong to refreshd-bench:\n{help}"
+    );
+    let bench = refreshd(&["bench", "rules"]);
+    assert!(!bench.status.success(), "`refreshd bench` must not exist");
+}

@@ -1,4 +1,4 @@
-//! `refreshd bench rate-limit`: one key sends five times its rate limit while another
+//! `refreshd-bench rate-limit`: one key sends five times its rate limit while another
 //! key's latency is measured, against the real API router and engine on a loopback
 //! port with a temporary SQLite store. Prints figures; asserts nothing.
 
@@ -98,7 +98,7 @@ pub async fn run(seconds: u64) -> Result<()> {
     let (mut loaded, quiet_limited) = paced(&client, &url, &keys[1], quiet_rate, seconds).await?;
     let (_, loud_limited) = loud.await??;
     std::fs::remove_dir_all(&dir)?;
-    println!("refreshd bench rate-limit: per-key limit {LIMIT_PER_SECOND}/s, burst {BURST}, {seconds} s per phase");
+    println!("refreshd-bench rate-limit: per-key limit {LIMIT_PER_SECOND}/s, burst {BURST}, {seconds} s per phase");
     println!(
         "  loud key at {loud_rate}/s (5x): {loud_limited} of {} requests answered 429",
         loud_rate * seconds

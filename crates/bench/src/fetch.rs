@@ -1,4 +1,4 @@
-//! `refreshd bench fetch`: periodic fetches end to end, through the engine, a real SQLite
+//! `refreshd-bench fetch`: periodic fetches end to end, through the engine, a real SQLite
 //! file and the fetcher, against an origin on loopback. Prints figures; never a test.
 
 use anyhow::{Context, Result};
@@ -101,7 +101,7 @@ pub async fn run(users: u32, per_origin: usize) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = loop_task.await;
     std::fs::remove_dir_all(&dir).context("removing the bench store")?;
-    println!("refreshd bench fetch: periodic fetches end to end (engine + SQLite + fetcher) against a loopback origin");
+    println!("refreshd-bench fetch: periodic fetches end to end (engine + SQLite + fetcher) against a loopback origin");
     println!("  users {users}, per-origin limit {per_origin}, body 1 KiB");
     println!(
         "  setup (token + launch per user): {:.2} s = {:.0} API-level inputs/s",

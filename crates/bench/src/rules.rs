@@ -1,8 +1,6 @@
-//! `refreshd bench …`: benchmarks that print figures. They are run by hand (see
-//! BENCHMARKS.md), never as tests, so no timing is ever asserted.
+//! `refreshd-bench rules`: one simulated day of many devices through the rules, on one
+//! core. Prints figures; never run as a test.
 
-use anyhow::{bail, Result};
-use clap::Subcommand;
 use jiff::tz::TimeZone;
 use refreshd_rules::device::{DeviceSettings, FormState, NewForm};
 use refreshd_rules::form_config::FormDefinition;
@@ -12,113 +10,7 @@ use refreshd_rules::{
 };
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::process::ExitCode;
 use std::time::Instant as WallClock;
-
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// One API key at five times its rate limit, another key's latency beside it.
-    RateLimit {
-        /// Seconds per phase (alone, then beside the loud key).
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-    },
-    /// The fetcher against hostile servers on loopback: abort time past the deadline,
-    /// memory per fetch, other origins' latency.
-    Hostile {
-        /// Full-size fetches for the memory figure.
-        #[arg(long, default_value_t = 2_000)]
-        fetches: usize,
-    },
-    /// End-to-end periodic fetches: engine, SQLite store and fetcher against a loopback
-    /// origin, all users due at once.
-    Fetch {
-        /// Users (app-user pairs) to fetch for.
-        #[arg(long, default_value_t = 2_000)]
-        users: u32,
-        /// Requests in flight to the origin at once (the per-origin limit).
-        #[arg(long, default_value_t = 8)]
-        per_origin: usize,
-    },
-    /// Another provider's add→delivery latency while 0, 1 and 50 providers hang.
-    Deliveries {
-        /// Forms added (and delivered) per phase, one after another.
-        #[arg(long, default_value_t = 200)]
-        samples: usize,
-    },
-    /// Resident memory while the fetcher fetches many distinct origins.
-    Origins {
-        /// Distinct origins to fetch.
-        #[arg(long, default_value_t = 100_000)]
-        count: usize,
-    },
-    /// One simulated day of many devices through the rules, on one core.
-    Rules {
-        /// Devices to simulate (20 forms each).
-        #[arg(long, default_value_t = 50_000)]
-        devices: u32,
-        /// Forms per device.
-        #[arg(long, default_value_t = 20)]
-        forms_per_device: u32,
-        /// Seed of the workload generator, for repeatable runs.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-    },
-}
-
-pub fn run(which: BenchCommand) -> Result<ExitCode> {
-    match which {
-        BenchCommand::RateLimit { seconds } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(crate::bench_ratelimit::run(seconds.max(1)))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::Hostile { fetches } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(crate::bench_hostile::run(fetches.max(1)))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::Deliveries { samples } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(crate::bench_outbound::deliveries(samples.max(1)))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::Origins { count } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(crate::bench_outbound::origins(count.max(1)))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::Fetch { users, per_origin } => {
-            if users == 0 {
-                bail!("--users must be at least 1");
-            }
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(crate::bench_fetch::run(users, per_origin))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::Rules {
-            devices,
-            forms_per_device,
-            seed,
-        } => {
-            if devices == 0 || forms_per_device == 0 {
-                bail!("--devices and --forms-per-device must be at least 1");
-            }
-            bench_rules(devices, forms_per_device, seed);
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
 
 /// 2026-03-02T00:00:00Z: the simulated day starts here.
 const DAY_START_MS: i64 = 1_772_409_600_000;
@@ -272,7 +164,7 @@ fn device_state_bytes(device: &Device) -> usize {
     std::mem::size_of::<Device>() + forms_heap + schedules
 }
 
-fn bench_rules(device_count: u32, forms_per_device: u32, seed: u64) {
+pub fn run(device_count: u32, forms_per_device: u32, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let build_started = WallClock::now();
     let mut devices = Vec::with_capacity(device_count as usize);
@@ -362,7 +254,7 @@ fn bench_rules(device_count: u32, forms_per_device: u32, seed: u64) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let handled = wakeups + inputs;
-    println!("refreshd bench rules: one simulated day, one core");
+    println!("refreshd-bench rules: one simulated day, one core");
     println!("  devices {device_count}, forms {total_forms} ({forms_per_device} per device), seed {seed}");
     println!("  workload built in {:.2} s", build_time.as_secs_f64());
     println!(

@@ -1,4 +1,4 @@
-//! `refreshd bench hostile`: figures for the fetcher against hostile servers on loopback.
+//! `refreshd-bench hostile`: figures for the fetcher against hostile servers on loopback.
 //! Prints figures; asserts nothing (SECURITY.md records them).
 //!
 //! * abort time minus deadline: a server that trickles one byte every 500 ms;
@@ -96,7 +96,7 @@ pub async fn run(fetches: usize) -> Result<()> {
             ..FetchLimits::default()
         },
     )?);
-    println!("refreshd bench hostile: the fetcher against hostile servers on loopback");
+    println!("refreshd-bench hostile: the fetcher against hostile servers on loopback");
 
     // Abort time minus the deadline, against a trickling body.
     let trickler = serve(trickle).await?;

@@ -1,4 +1,4 @@
-//! `refreshd bench deliveries` and `refreshd bench origins`: figures for what refreshd
+//! `refreshd-bench deliveries` and `refreshd-bench origins`: figures for what refreshd
 //! sends out. Prints figures; asserts nothing (RELIABILITY.md records them).
 //!
 //! * deliveries: another provider's add→delivery latency while 0, 1 or 50 providers
@@ -288,7 +288,7 @@ async fn delivery_phase(hanging: usize, samples: usize) -> Result<Vec<f64>> {
 
 pub async fn deliveries(samples: usize) -> Result<()> {
     println!(
-        "refreshd bench deliveries: another provider's add→delivery latency while providers hang"
+        "refreshd-bench deliveries: another provider's add→delivery latency while providers hang"
     );
     println!("  API + engine + SQLite in-process; fetch deadline 15 s, 8 per origin; {samples} adds per phase, one at a time;");
     println!("  each hanging provider holds 8 deliveries open from the start and gets one more per sample");
@@ -362,7 +362,7 @@ pub async fn origins(count: usize) -> Result<()> {
         FetchLimits::default(),
         Arc::new(LoopbackNames { addresses }),
     )?);
-    println!("refreshd bench origins: {count} distinct origins (names resolved to loopback), 16 at a time");
+    println!("refreshd-bench origins: {count} distinct origins (names resolved to loopback), 16 at a time");
     println!("  start: RSS {} KiB", rss_kib().unwrap_or(0));
     let next = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
