@@ -26,44 +26,71 @@ impl DataDir {
     /// takes the lock; when another process holds it, the error names that process.
     pub fn open(path: &Path, holder: &str) -> Result<DataDir> {
         create_owner_only(path)?;
-        let lock_path = path.join(LOCK_FILE);
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut lock = options
-            .open(&lock_path)
-            .with_context(|| format!("cannot open {}", lock_path.display()))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut other = String::new();
-                let _ = lock.read_to_string(&mut other);
-                let other = other.trim();
-                let other = if other.is_empty() {
-                    "another refreshd process"
-                } else {
-                    other
-                };
-                bail!(
-                    "the data directory {} is in use by {other}; stop it first, or give this node its own --data-dir",
-                    path.display()
-                );
-            }
-            Err(TryLockError::Error(error)) => {
-                return Err(error).with_context(|| format!("cannot lock {}", lock_path.display()))
-            }
-        }
-        // Who holds it, for the error the next process will print.
-        lock.set_len(0)?;
-        lock.seek(SeekFrom::Start(0))?;
-        writeln!(lock, "refreshd pid {} ({holder})", std::process::id())?;
-        lock.sync_all()?;
+        let lock = take_lock(
+            &path.join(LOCK_FILE),
+            &format!("the data directory {}", path.display()),
+            holder,
+        )?;
         Ok(DataDir { _lock: lock })
     }
+}
+
+/// The lock of a SQLite store kept outside the data directory (`--store PATH`): two
+/// nodes with different data directories must not share one file either.
+#[derive(Debug)]
+pub struct StoreLock {
+    _lock: File,
+}
+
+impl StoreLock {
+    pub fn open(database: &Path, holder: &str) -> Result<StoreLock> {
+        let mut lock_path = database.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = take_lock(
+            Path::new(&lock_path),
+            &format!("the store {}", database.display()),
+            holder,
+        )?;
+        Ok(StoreLock { _lock: lock })
+    }
+}
+
+/// Takes the exclusive lock on `lock_path` and writes who holds it; when another
+/// process holds it, the error names `what` and that process.
+fn take_lock(lock_path: &Path, what: &str, holder: &str) -> Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut lock = options
+        .open(lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut other = String::new();
+            let _ = lock.read_to_string(&mut other);
+            let other = other.trim();
+            let other = if other.is_empty() {
+                "another refreshd process"
+            } else {
+                other
+            };
+            bail!("{what} is in use by {other}; stop it first, or give this node its own --data-dir and store");
+        }
+        Err(TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("cannot lock {}", lock_path.display()))
+        }
+    }
+    // Who holds it, for the error the next process will print.
+    lock.set_len(0)?;
+    lock.seek(SeekFrom::Start(0))?;
+    writeln!(lock, "refreshd pid {} ({holder})", std::process::id())?;
+    lock.sync_all()?;
+    Ok(lock)
 }
 
 fn create_owner_only(path: &Path) -> Result<()> {

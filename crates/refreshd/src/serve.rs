@@ -7,7 +7,7 @@
 
 mod settings;
 
-use crate::data_dir::DataDir;
+use crate::data_dir::{DataDir, StoreLock};
 use anyhow::{bail, Context, Result};
 use refreshd_engine::secrets::{hash_key, new_api_key, random_bytes, SecretKey, TokenSealer};
 use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock, WarpClock};
@@ -155,11 +155,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 async fn serve(settings: Settings) -> Result<()> {
-    // Held until the process ends: one `serve` per data directory.
-    let _data_dir = DataDir::open(
-        &settings.data_dir,
-        &format!("listening on {}", settings.listen),
-    )?;
+    // Bound first: a port in use is reported before anything is created on disk.
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    let holder = format!("listening on {local}");
+    // Held until the process ends: one `serve` per data directory, and per SQLite file.
+    let _data_dir = DataDir::open(&settings.data_dir, &holder)?;
+    let mut _store_lock = None;
     let store: Arc<dyn Store> = match settings.store.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             // Never print the URL: it may carry a password.
@@ -175,6 +179,7 @@ async fn serve(settings: Settings) -> Result<()> {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| settings.data_dir.join("refreshd.sqlite3"));
             println!("store: SQLite at {}", path.display());
+            _store_lock = Some(StoreLock::open(&path, &holder)?);
             Arc::new(
                 SqliteStore::open(&path)
                     .await
@@ -233,10 +238,6 @@ async fn serve(settings: Settings) -> Result<()> {
 
     // Listening before "listening on" is printed: from then on a signal means shutdown.
     let mut signals = Signals::listen()?;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let local = listener.local_addr()?;
     // refreshd never fetches from or delivers to itself, whatever --allow-destination
     // trusts (SECURITY.md). Set before the engine's loops start. A metrics port of 0 is
     // chosen by the exporter and cannot be known here; only tests use it.

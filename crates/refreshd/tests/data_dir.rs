@@ -57,6 +57,55 @@ async fn a_second_serve_on_one_data_directory_is_refused_and_names_the_first() {
     assert_eq!(status, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_the_same_sqlite_file_is_refused_even_with_its_own_data_directory() {
+    let dir = temp_dir("storelock");
+    let first = Service::start(&dir, &epoch_now(), &[]);
+    let other = temp_dir("storelock-other");
+    let out = Command::new(env!("CARGO_BIN_EXE_refreshd"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(other.join("data"))
+        .arg("--store")
+        .arg(dir.join("data/refreshd.sqlite3"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second serve shared the store");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the store"), "{stderr}");
+    assert!(stderr.contains("is in use by refreshd pid"), "{stderr}");
+    // The first node's operator key was not replaced.
+    let (status, body) = first
+        .call(
+            "POST",
+            "/v1/admin/devices",
+            &first.operator,
+            Some(serde_json::json!({"device_id": "d1", "user_id": "u1", "zone": "UTC"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[test]
+fn a_port_in_use_is_reported_before_anything_is_created() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = temp_dir("port");
+    let data = dir.join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_refreshd"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--listen")
+        .arg(taken.local_addr().unwrap().to_string())
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    assert!(!data.exists(), "the data directory was created");
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_directory_is_owner_only_and_its_files_owner_readable() {

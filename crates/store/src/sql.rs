@@ -368,7 +368,22 @@ where
             .bind(&new_key.principal)
             .execute(&mut *tx)
             .await?;
-        Self::insert_key_row(&mut tx, new_key).await?;
+        // A key of this principal that was revoked comes back: an operator key given by
+        // REFRESHD_ADMIN_KEY once, then by its file again, is the same key.
+        let done = sqlx::query(
+            "INSERT INTO api_keys (key_hash, kind, principal, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL
+             WHERE api_keys.kind = excluded.kind AND api_keys.principal = excluded.principal",
+        )
+        .bind(&new_key.key_hash)
+        .bind(new_key.kind.as_str())
+        .bind(&new_key.principal)
+        .bind(new_key.created_at)
+        .execute(&mut *tx)
+        .await?;
+        if B::rows_affected(&done) == 0 {
+            return Err(StoreError::Exists);
+        }
         tx.commit().await
     }
 
@@ -885,7 +900,7 @@ where
         user_id: &str,
         limit: i64,
     ) -> StoreResult<Vec<FetchLogEntry>> {
-        let rows = sqlx::query("SELECT at, gray, outcome, http_status, bytes, duration_ms FROM fetch_log WHERE appid = $1 AND user_id = $2 ORDER BY id DESC LIMIT $3")
+        let rows = sqlx::query("SELECT at, gray, outcome, http_status, bytes, duration_ms FROM fetch_log WHERE appid = $1 AND user_id = $2 ORDER BY at DESC, id DESC LIMIT $3")
             .bind(appid)
             .bind(user_id)
             .bind(limit)

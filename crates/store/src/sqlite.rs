@@ -62,7 +62,6 @@ impl Commit for WriteTx {
         match sqlx::query("COMMIT").execute(&mut *self.conn).await {
             Ok(_) => {
                 self.committed = true;
-                self.health.failing.store(false, Ordering::Relaxed);
                 Ok(())
             }
             Err(error) => {
@@ -88,7 +87,8 @@ impl DerefMut for WriteTx {
 
 impl Drop for WriteTx {
     /// Ended without a commit: a conflict or a duplicate id, or a failed statement or
-    /// commit. Writes count as failing until one commits again (health checks probe).
+    /// commit. Writes count as failing until the health probe commits again: a small
+    /// write fitting says nothing about the next large one.
     fn drop(&mut self) {
         if !self.committed {
             self.conn.close_on_drop();
@@ -133,8 +133,8 @@ impl Backend for SqliteBackend {
         self.writer.close().await;
     }
 
-    /// After a failed commit the store is unhealthy until a write of full size commits
-    /// again (the probe, or any real write).
+    /// After a failed commit the store is unhealthy until a write of full size (the
+    /// probe) commits again.
     async fn check_writes(&self) -> StoreResult<()> {
         if self.health.failing.load(Ordering::Relaxed) {
             self.probe_write().await?;
@@ -155,7 +155,9 @@ impl SqliteBackend {
         sqlx::query("DELETE FROM write_probe")
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.health.failing.store(false, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -114,6 +114,24 @@ async fn keys_are_found_by_hash_and_rotation_revokes(store: Arc<dyn Store>) {
         store.find_key(b"new").await.unwrap().unwrap().kind,
         KeyKind::App
     );
+    // Rotating back to a revoked key of the same principal revives it (an operator key
+    // given once by the environment, then by its file again).
+    store.rotate_key(&key(b"old"), 3).await.unwrap();
+    assert!(store.find_key(b"old").await.unwrap().is_some());
+    assert!(store.find_key(b"new").await.unwrap().is_none());
+    // Another principal's key is never taken over.
+    let theirs = KeyRecord {
+        principal: "wx2".into(),
+        ..key(b"old")
+    };
+    assert!(matches!(
+        store.rotate_key(&theirs, 4).await,
+        Err(StoreError::Exists)
+    ));
+    assert_eq!(
+        store.find_key(b"old").await.unwrap().unwrap().principal,
+        "wx1"
+    );
 }
 conformance!(keys, keys_are_found_by_hash_and_rotation_revokes);
 

@@ -294,10 +294,13 @@ pub(super) fn resolve(args: ServeArgs) -> Result<Settings> {
             Some(ts.as_millisecond())
         }
     };
-    let fetch_deadline_seconds = given
-        .fetch_deadline_seconds
-        .unwrap_or(DEFAULTS.fetch_deadline_seconds)
-        .max(1);
+    let fetch_deadline_seconds = at_least(
+        "fetch-deadline-seconds",
+        given
+            .fetch_deadline_seconds
+            .unwrap_or(DEFAULTS.fetch_deadline_seconds),
+        1,
+    )?;
     let device = DeviceSettings::new(
         given.tick_minutes.unwrap_or(DEFAULTS.tick_minutes),
         given.max_forms.unwrap_or(DEFAULTS.max_forms),
@@ -317,51 +320,65 @@ pub(super) fn resolve(args: ServeArgs) -> Result<Settings> {
             .fetch_jitter_minutes
             .unwrap_or(DEFAULTS.fetch_jitter_minutes),
         fetch_deadline: Duration::from_secs(fetch_deadline_seconds),
-        per_origin_limit: given
-            .per_origin_limit
-            .unwrap_or(DEFAULTS.per_origin_limit)
-            .max(1),
-        rate_limit_per_second: given
-            .rate_limit_per_second
-            .unwrap_or(DEFAULTS.rate_limit_per_second),
-        rate_limit_burst: given.rate_limit_burst.unwrap_or(DEFAULTS.rate_limit_burst),
+        per_origin_limit: at_least(
+            "per-origin-limit",
+            given.per_origin_limit.unwrap_or(DEFAULTS.per_origin_limit),
+            1,
+        )?,
+        rate_limit_per_second: at_least(
+            "rate-limit-per-second",
+            given
+                .rate_limit_per_second
+                .unwrap_or(DEFAULTS.rate_limit_per_second),
+            1,
+        )?,
+        rate_limit_burst: at_least(
+            "rate-limit-burst",
+            given.rate_limit_burst.unwrap_or(DEFAULTS.rate_limit_burst),
+            1,
+        )?,
         node_id: given
             .node_id
             .unwrap_or_else(|| refreshd_engine::engine::new_id("node_")),
         // A claim outlives the fetch it covers, so a slow fetch is not taken over.
-        claim_lease: Duration::from_secs(
+        claim_lease: Duration::from_secs(at_least(
+            "claim-lease-seconds",
             given
                 .claim_lease_seconds
-                .unwrap_or(fetch_deadline_seconds + 5)
-                .max(1),
-        ),
-        poll_interval: Duration::from_millis(
-            given
-                .poll_interval_ms
-                .unwrap_or(DEFAULTS.poll_interval_ms)
-                .max(10),
-        ),
+                .unwrap_or(fetch_deadline_seconds + 5),
+            1,
+        )?),
+        poll_interval: Duration::from_millis(at_least(
+            "poll-interval-ms",
+            given.poll_interval_ms.unwrap_or(DEFAULTS.poll_interval_ms),
+            10,
+        )?),
         shutdown_grace: Duration::from_secs(
             given
                 .shutdown_grace_seconds
                 .unwrap_or(DEFAULTS.shutdown_grace_seconds),
         ),
         http_limits: HttpLimits {
-            header_read_timeout: Duration::from_secs(
+            header_read_timeout: Duration::from_secs(at_least(
+                "header-read-timeout-seconds",
                 given
                     .header_read_timeout_seconds
-                    .unwrap_or(DEFAULTS.header_read_timeout_seconds)
-                    .max(1),
-            ),
-            max_connections: given
-                .max_connections
-                .unwrap_or(DEFAULTS.max_connections)
-                .max(1),
+                    .unwrap_or(DEFAULTS.header_read_timeout_seconds),
+                1,
+            )?),
+            max_connections: at_least(
+                "max-connections",
+                given.max_connections.unwrap_or(DEFAULTS.max_connections),
+                1,
+            )?,
         },
-        max_streams_per_key: given
-            .max_streams_per_key
-            .unwrap_or(DEFAULTS.max_streams_per_key)
-            .max(1),
+        max_streams_per_key: at_least(
+            "max-streams-per-key",
+            given
+                .max_streams_per_key
+                .unwrap_or(DEFAULTS.max_streams_per_key),
+            1,
+        )?,
         cloud_envs: given
             .cloud
             .envs
@@ -369,6 +386,15 @@ pub(super) fn resolve(args: ServeArgs) -> Result<Settings> {
             .map(|(env, c)| (env, c.base_url))
             .collect(),
     })
+}
+
+/// A setting that would stop the service from working at all (no connections, no
+/// requests per second, a zero deadline) is refused rather than quietly raised.
+fn at_least<T: PartialOrd + std::fmt::Display>(flag: &str, value: T, min: T) -> Result<T> {
+    if value < min {
+        bail!("--{flag} must be at least {min}, got {value}");
+    }
+    Ok(value)
 }
 
 /// A cloud environment's base URL must be an absolute http(s) URL without query or
@@ -486,6 +512,29 @@ mod tests {
             format!("{error:#}").contains("cloud.envs.prod.base_url"),
             "{error:#}"
         );
+        for (flag, args) in [
+            ("--max-connections", parse(&["--max-connections", "0"])),
+            (
+                "--max-streams-per-key",
+                parse(&["--max-streams-per-key", "0"]),
+            ),
+            ("--per-origin-limit", parse(&["--per-origin-limit", "0"])),
+            (
+                "--fetch-deadline-seconds",
+                parse(&["--fetch-deadline-seconds", "0"]),
+            ),
+            (
+                "--rate-limit-per-second",
+                parse(&["--rate-limit-per-second", "0"]),
+            ),
+            (
+                "--header-read-timeout-seconds",
+                parse(&["--header-read-timeout-seconds", "0"]),
+            ),
+        ] {
+            let error = resolve(args).unwrap_err();
+            assert!(format!("{error:#}").contains(flag), "{flag}: {error:#}");
+        }
     }
 
     /// `refreshd serve` as clap sees it, without the rest of the command line.
