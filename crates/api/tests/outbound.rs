@@ -241,6 +241,34 @@ async fn a_hanging_provider_does_not_hold_up_another_providers_deliveries() {
     drop(world);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_with_more_hanging_deliveries_than_the_node_sends_at_once_still_starves_nobody()
+{
+    let world = World::start("many-hanging", &["127.0.0.2/32"]).await;
+    let mut slow = provider_server(true).await;
+    let mut fast = provider_server(false).await;
+    world.provider("slow", &slow.url).await;
+    world.provider("fast", &fast.url).await;
+    // More "add" deliveries due for the hanging provider than the node keeps in
+    // flight in all (1,024), spread over devices (512 forms each at most).
+    for d in 0..3 {
+        let device = world.device(&format!("slow-{d}")).await;
+        for _ in 0..350 {
+            world.add_form(&device, "slow").await;
+        }
+    }
+    next_request(&mut slow, "the slow provider's first delivery").await;
+    let other = world.device("d-fast").await;
+    world.add_form(&other, "fast").await;
+    let head = next_request(&mut fast, "the fast provider's delivery").await;
+    assert!(head.starts_with("POST /refresh"), "{head}");
+    assert!(
+        !world_slow_closed(&slow),
+        "the delivery arrived only after the hanging requests were abandoned"
+    );
+    drop(world);
+}
+
 fn world_slow_closed(slow: &ProviderServer) -> bool {
     slow.closed_by_refreshd.load(Ordering::SeqCst)
 }

@@ -14,7 +14,7 @@ use refreshd_store::{
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -47,37 +47,58 @@ struct FetchCompletion {
 #[derive(Default)]
 pub struct DeliveryDispatcher {
     sends: JoinSet<()>,
-    /// Which delivery each send task carries.
-    tasks: HashMap<tokio::task::Id, String>,
-    /// The ids of the deliveries in flight.
-    sending: HashSet<String>,
+    /// Deliveries whose attempt is not recorded yet, and how many each provider has.
+    sending: Arc<Mutex<Sending>>,
+}
+
+#[derive(Default)]
+struct Sending {
+    ids: HashSet<String>,
+    per_provider: HashMap<String, usize>,
+}
+
+/// Marks one delivery as being sent until it is dropped. A send drops its mark just
+/// before recording its outcome: until then its row is not claimable (the claim moved
+/// its next attempt to the lease's end), and from then on a claim of it is its retry,
+/// never a duplicate of a send still running.
+struct SendingMark {
+    sending: Arc<Mutex<Sending>>,
+    id: String,
+    provider: String,
+}
+
+impl Drop for SendingMark {
+    fn drop(&mut self) {
+        let mut sending = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+        sending.ids.remove(&self.id);
+        if let Some(n) = sending.per_provider.get_mut(&self.provider) {
+            *n -= 1;
+            if *n == 0 {
+                sending.per_provider.remove(&self.provider);
+            }
+        }
+    }
 }
 
 impl DeliveryDispatcher {
     /// Deliveries being sent now.
     pub fn in_flight(&self) -> usize {
-        self.sending.len()
+        self.sends.len()
     }
 
     fn is_full(&self) -> bool {
         self.in_flight() >= MAX_DELIVERIES_IN_FLIGHT
     }
 
-    fn forget(&mut self, task: tokio::task::Id) {
-        if let Some(id) = self.tasks.remove(&task) {
-            self.sending.remove(&id);
-        }
-    }
-
     fn forget_finished(&mut self) {
-        while let Some(done) = self.sends.try_join_next_with_id() {
-            self.forget(finished_task(done));
+        while let Some(done) = self.sends.try_join_next() {
+            log_failed_send(done);
         }
     }
 
     async fn one_finished(&mut self) {
-        if let Some(done) = self.sends.join_next_with_id().await {
-            self.forget(finished_task(done));
+        if let Some(done) = self.sends.join_next().await {
+            log_failed_send(done);
         }
     }
 
@@ -89,15 +110,11 @@ impl DeliveryDispatcher {
     }
 }
 
-/// The task of a finished send; a send that panicked is logged (its delivery is sent
-/// again under the same id when its lease ends).
-fn finished_task(done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> tokio::task::Id {
-    match done {
-        Ok((task, ())) => task,
-        Err(error) => {
-            tracing::error!(%error, "a delivery send failed unexpectedly");
-            error.id()
-        }
+/// A send that panicked is logged; its delivery is sent again under the same id when
+/// its lease ends.
+fn log_failed_send(done: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = done {
+        tracing::error!(%error, "a delivery send failed unexpectedly");
     }
 }
 
@@ -426,8 +443,9 @@ impl Engine {
                 next_prune = now.plus_millis(3_600_000);
             }
             match self.dispatch_deliveries(&mut dispatcher).await {
-                // More may be due at once: claim again without waiting.
-                Ok(step) if step.batch_full => continue,
+                // More may be due at once: claim again without waiting (unless the whole
+                // batch was deferred, which would only claim it again).
+                Ok(step) if step.batch_full && step.started > 0 => continue,
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "reading due deliveries failed"),
             }
@@ -472,28 +490,60 @@ impl Engine {
             batch_full: claimed.len() == limit,
             started: 0,
         };
+        // A provider gets as many sends at once as the fetcher lets one origin have:
+        // more would only queue behind that limit, holding the node's in-flight room
+        // (and timing out in the queue) while other providers wait.
+        let per_provider = self.fetcher.limits().per_origin.max(1);
+        let mut deferred = Vec::new();
         for delivery in claimed {
-            // Its lease ran out while its send was still going (a slow store, a send
-            // queued behind its origin's limit): the claim only extended the lease.
-            // Sending it a second time in parallel would be a pointless duplicate.
-            if dispatcher.sending.contains(&delivery.delivery_id) {
-                continue;
-            }
-            let id = delivery.delivery_id.clone();
+            let mark = {
+                let mut sending = dispatcher.sending.lock().unwrap_or_else(|e| e.into_inner());
+                // Its lease ran out while its send was still going (a slow store): the
+                // claim only extended the lease; a second parallel send is pointless.
+                if sending.ids.contains(&delivery.delivery_id) {
+                    continue;
+                }
+                let busy = sending
+                    .per_provider
+                    .get(&delivery.provider)
+                    .copied()
+                    .unwrap_or(0);
+                if busy >= per_provider {
+                    deferred.push(delivery.delivery_id);
+                    continue;
+                }
+                sending.ids.insert(delivery.delivery_id.clone());
+                *sending
+                    .per_provider
+                    .entry(delivery.provider.clone())
+                    .or_default() += 1;
+                SendingMark {
+                    sending: dispatcher.sending.clone(),
+                    id: delivery.delivery_id.clone(),
+                    provider: delivery.provider.clone(),
+                }
+            };
             let engine = self.clone();
-            let task = dispatcher
+            dispatcher
                 .sends
-                .spawn(async move { engine.deliver(delivery).await });
-            dispatcher.sending.insert(id.clone());
-            dispatcher.tasks.insert(task.id(), id);
+                .spawn(async move { engine.deliver(delivery, mark).await });
             step.started += 1;
+        }
+        if !deferred.is_empty() {
+            // Back to due shortly, not at the lease's end: a busy provider's next
+            // deliveries go out as soon as its sends finish, and the claims in between
+            // reach everyone else's.
+            let at = now.plus_millis(self.settings.poll_interval_ms.max(1));
+            self.store
+                .defer_deliveries(&deferred, at.as_millis())
+                .await?;
         }
         Ok(step)
     }
 
     /// One delivery attempt (F20; api.md): a signed POST; a 2xx JSON answer becomes
     /// the form's data; failures retry under the same delivery id.
-    async fn deliver(&self, delivery: DeliveryRecord) {
+    async fn deliver(&self, delivery: DeliveryRecord, mark: SendingMark) {
         let attempts = delivery.attempts + 1;
         let outcome = self.send_delivery(&delivery).await;
         let now = self.now();
@@ -544,6 +594,8 @@ impl Engine {
                 ..
             }
         );
+        // From here a claim of this delivery is its next attempt (see `SendingMark`).
+        drop(mark);
         match self
             .store
             .finish_delivery(&delivery.delivery_id, &finish)

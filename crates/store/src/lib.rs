@@ -130,6 +130,10 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<DeliveryRecord>>;
     async fn finish_delivery(&self, delivery_id: &str, finish: &DeliveryFinish) -> StoreResult<()>;
+    /// Moves the next attempt of claimed, still pending deliveries to `at`, counting no
+    /// attempt: the node will not send them now (their provider has as many sends in
+    /// flight as it may).
+    async fn defer_deliveries(&self, delivery_ids: &[String], at: i64) -> StoreResult<()>;
 
     // ---- host events
     async fn events_after(

@@ -751,6 +751,20 @@ where
         Ok(claimed)
     }
 
+    async fn defer_deliveries(&self, delivery_ids: &[String], at: i64) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        for delivery_id in delivery_ids {
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = $1 WHERE delivery_id = $2 AND state = 'pending'",
+            )
+            .bind(at)
+            .bind(delivery_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
     async fn finish_delivery(&self, delivery_id: &str, finish: &DeliveryFinish) -> StoreResult<()> {
         let mut tx = self.backend.begin().await?;
         let (state, attempts, next): (&str, i64, Option<i64>) = match finish {
