@@ -57,14 +57,16 @@ pub async fn events(
         .streams
         .open(KeyKind::Device, &device_id, &caller.key_hash)
         .map_err(|refused| {
-            ApiError::new(
+            let mut error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",
                 format!(
                     "this key already has {} open event streams; close one first",
                     refused.max_per_key
                 ),
-            )
+            );
+            error.retry_after_seconds = Some(5);
+            error
         })?;
     metrics::gauge!("refreshd_sse_clients").increment(1.0);
     let cursor = Cursor {

@@ -15,6 +15,7 @@ pub mod events;
 pub mod extract;
 pub mod forms;
 pub mod json_errors;
+pub mod request_limits;
 pub mod streams;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -80,6 +81,10 @@ pub struct ApiSettings {
     pub rate_limit_burst: u32,
     /// Open SSE streams per key (429 `too_many_streams` past it).
     pub max_streams_per_key: usize,
+    /// How long a request's body may take to arrive (408 `request_timeout` past it).
+    pub body_read_timeout: std::time::Duration,
+    /// Requests one key may have in progress (429 `rate_limited` past it).
+    pub max_requests_in_flight_per_key: usize,
 }
 
 impl Default for ApiSettings {
@@ -88,6 +93,8 @@ impl Default for ApiSettings {
             rate_limit_per_second: 50,
             rate_limit_burst: 100,
             max_streams_per_key: streams::DEFAULT_MAX_STREAMS_PER_KEY,
+            body_read_timeout: std::time::Duration::from_secs(15),
+            max_requests_in_flight_per_key: request_limits::DEFAULT_MAX_REQUESTS_IN_FLIGHT_PER_KEY,
         }
     }
 }
@@ -439,10 +446,21 @@ pub fn build(engine: Arc<Engine>, api_settings: ApiSettings) -> (Router, ApiHand
         callers: Arc::new(callers),
         openapi: Arc::new(openapi),
     };
-    let authed = authed_router.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::authenticate,
-    ));
+    let limits = request_limits::RequestLimits::new(
+        api_settings.body_read_timeout,
+        api_settings.max_requests_in_flight_per_key,
+    );
+    // Layers run outermost first: the key, then the key's share and the body's
+    // deadline, then the handler.
+    let authed = authed_router
+        .route_layer(middleware::from_fn_with_state(
+            limits,
+            request_limits::limit_request,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi_document))

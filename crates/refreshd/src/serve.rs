@@ -260,6 +260,11 @@ async fn serve(settings: Settings) -> Result<()> {
             rate_limit_per_second: settings.rate_limit_per_second,
             rate_limit_burst: settings.rate_limit_burst,
             max_streams_per_key: settings.max_streams_per_key,
+            // One deadline for a request's head and for its body: a client that
+            // trickles either holds a connection no longer than this.
+            body_read_timeout: settings.http_limits.header_read_timeout,
+            max_requests_in_flight_per_key:
+                refreshd_api::request_limits::DEFAULT_MAX_REQUESTS_IN_FLIGHT_PER_KEY,
         },
     );
     let stop_http = CancellationToken::new();

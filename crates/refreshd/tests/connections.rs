@@ -334,3 +334,58 @@ async fn rotating_a_device_key_ends_its_open_event_streams() {
     .await;
     assert!(text.contains("after rotation"), "{text}");
 }
+
+/// Reads from `stream` until the server closes it (or `seconds` pass: a hang guard).
+async fn rest_of(stream: &mut TcpStream, seconds: u64) -> String {
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(seconds), async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&seen).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_times_out_and_one_key_holds_only_its_share_of_requests() {
+    let dir = temp_dir("trickle");
+    let svc = Service::start(&dir, &epoch_now(), &["--header-read-timeout-seconds", "3"]);
+    // The operator key's share: 32 requests whose bodies stop arriving.
+    let mut stuck = Vec::new();
+    for _ in 0..32 {
+        stuck.push(stuck_request(&svc).await);
+    }
+    let (status, body) = svc
+        .call(
+            "POST",
+            "/v1/admin/devices",
+            &svc.operator,
+            Some(json!({"device_id": "d1", "user_id": "u1", "zone": "UTC"})),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    // Another caller is not held up by them.
+    let (status, _) = svc.call("GET", "/healthz", "", None).await;
+    assert_eq!(status, 200);
+    // Each trickled body is answered 408 once the deadline (the header timeout) ends.
+    for mut stream in stuck {
+        let answer = rest_of(&mut stream, 15).await;
+        assert!(answer.contains("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+    }
+    let (status, body) = svc
+        .call(
+            "POST",
+            "/v1/admin/devices",
+            &svc.operator,
+            Some(json!({"device_id": "d1", "user_id": "u1", "zone": "UTC"})),
+        )
+        .await;
+    assert_eq!(status, 201, "the key's places are free again: {body}");
+}
