@@ -164,8 +164,9 @@ async fn serve(settings: Settings) -> Result<()> {
     // Held until the process ends: one `serve` per data directory, and per SQLite file.
     let _data_dir = DataDir::open(&settings.data_dir, &holder)?;
     let mut _store_lock = None;
-    let store: Arc<dyn Store> = match settings.store.as_deref() {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+    let store: Arc<dyn Store> = match settings.store.as_ref() {
+        Some(url) if url.is_postgres() => {
+            let url = url.as_str();
             // Never print the URL: it may carry a password.
             println!("store: PostgreSQL (fleet mode, node {})", settings.node_id);
             Arc::new(

@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// The store: a PostgreSQL URL (postgres://…) for a fleet of nodes, or a SQLite
     /// file path [default: DATA_DIR/refreshd.sqlite3].
     #[arg(long, env = "REFRESHD_STORE")]
-    store: Option<String>,
+    store: Option<StoreSetting>,
     /// API address [default: 127.0.0.1:8080].
     #[arg(long, env = "REFRESHD_LISTEN")]
     listen: Option<SocketAddr>,
@@ -243,11 +243,44 @@ impl ServeArgs {
     }
 }
 
+/// `--store`: a PostgreSQL URL or a SQLite path. Its `Debug` never shows a URL, which
+/// may carry a password, so settings can be logged whole.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct StoreSetting(String);
+
+impl StoreSetting {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+}
+
+impl std::str::FromStr for StoreSetting {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(StoreSetting(text.to_string()))
+    }
+}
+
+impl std::fmt::Debug for StoreSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_postgres() {
+            f.write_str("StoreSetting(PostgreSQL URL, not shown)")
+        } else {
+            f.debug_tuple("StoreSetting").field(&self.0).finish()
+        }
+    }
+}
+
 /// Settings after precedence and defaults were applied, in the types `serve` uses.
 #[derive(Debug)]
 pub(super) struct Settings {
     pub data_dir: PathBuf,
-    pub store: Option<String>,
+    pub store: Option<StoreSetting>,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     pub allow_destination: Vec<String>,
@@ -616,7 +649,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(settings.data_dir, PathBuf::from("d"));
-        assert_eq!(settings.store.as_deref(), Some("s.sqlite3"));
+        assert_eq!(
+            settings.store.as_ref().map(StoreSetting::as_str),
+            Some("s.sqlite3")
+        );
         assert_eq!(settings.listen.port(), 1);
         assert_eq!(settings.metrics_listen.port(), 2);
         assert_eq!(settings.allow_destination, ["10.0.0.0/8"]);
