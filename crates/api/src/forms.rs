@@ -9,12 +9,12 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use refreshd_engine::engine::describe_decision;
 use refreshd_engine::engine::{parse_form_config, RemovedForms};
 use refreshd_engine::EngineError;
+use refreshd_rules::explain::{self as rules_explain, deferred_names, PLANNED};
 use refreshd_rules::form_config::{FormDefinition, MAX_CONFIG_BYTES};
 use refreshd_rules::periodic::MAX_BODY_BYTES;
-use refreshd_rules::{FormId, Instant, RuleError, Trigger};
+use refreshd_rules::{FormId, Instant, RuleError};
 use refreshd_store::{FormRecord, KeyKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -279,38 +279,38 @@ pub async fn explain_form(
         KeyKind::Provider => state.engine.form_of_provider(&form_id, &caller.id).await?,
         _ => return Err(ApiError::unauthorized()),
     };
-    let mut device = state.engine.device_state(&form.device_id).await?;
-    let now = state.engine.now();
-    device.wake(now, &mut Vec::new());
-    let id = FormId(form.form_num as u64);
-    let formstate = device
-        .form(id)
-        .ok_or(ApiError::not_found("form_not_found"))?;
-    let plan = formstate.plan();
+    let device = state.engine.device_state(&form.device_id).await?;
+    let explained = rules_explain::explain_form(
+        &device,
+        FormId(form.form_num as u64),
+        state.engine.now(),
+        PLANNED,
+    )
+    .ok_or(ApiError::not_found("form_not_found"))?;
     let decisions = state
         .engine
         .store()
         .recent_decisions(&form.form_id, 20)
         .await
         .map_err(EngineError::from)?;
-    let planned: Vec<Value> = device
-        .preview(id, now, 10, 400 * 24 * 3_600_000)
+    let planned: Vec<Value> = explained
+        .planned
         .iter()
-        .map(|(at, d)| json!({"at": rfc3339(*at), "decision": describe_decision(d), "rule": d.rule()}))
+        .map(|p| json!({"at": rfc3339(p.at), "decision": p.decision.to_string(), "rule": p.decision.rule()}))
         .collect();
     Ok(Json(json!({
         "form_id": form.form_id,
         "form_name": form.form_name,
-        "visible": formstate.is_visible(),
-        "counted_today": formstate.counted_today(),
-        "daily_quota": refreshd_rules::device::DAILY_QUOTA,
-        "quota_resets_at": device.next_reset_at().map(rfc3339),
-        "deferred": formstate.deferred().iter().map(Trigger::as_str).collect::<Vec<_>>(),
-        "pending_next_refresh": formstate.pending_next_refresh().map(rfc3339),
-        "interval_minutes": plan.interval_period_ms().map(|ms| ms / 60_000),
-        "scheduled_times": plan.scheduled_times.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-        "network_recovery": plan.network_recovery,
-        "data_proxy": plan.data_proxy,
+        "visible": explained.visible,
+        "counted_today": explained.counted_today,
+        "daily_quota": explained.daily_quota,
+        "quota_resets_at": explained.quota_resets_at.map(rfc3339),
+        "deferred": deferred_names(explained.deferred),
+        "pending_next_refresh": explained.pending_next_refresh.map(rfc3339),
+        "interval_minutes": explained.interval_period_ms.map(|ms| ms / 60_000),
+        "scheduled_times": explained.scheduled_times.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "network_recovery": explained.network_recovery,
+        "data_proxy": explained.data_proxy,
         "recent_decisions": decisions.iter().map(|d| json!({"at": rfc3339(Instant::from_millis(d.at)), "decision": d.decision, "rule": d.rule})).collect::<Vec<_>>(),
         "next_planned": planned,
     })))

@@ -6,6 +6,7 @@ use crate::clock::Clock;
 use crate::due::DueIndex;
 use crate::error::EngineError;
 use crate::secrets::{random_bytes, TokenSealer};
+use crate::transport::Transport;
 use refreshd_fetch::Fetcher;
 use refreshd_rules::device::{DeviceSettings, NewForm};
 use refreshd_rules::form_config::{check_document, ConfigReport, FormDefinition, LintContext};
@@ -72,6 +73,8 @@ pub struct Engine {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) fetcher: Arc<Fetcher>,
+    /// Where outbound requests go: the fetcher in the service, a stub in tests.
+    pub(crate) transport: Arc<dyn Transport>,
     pub(crate) sealer: TokenSealer,
     pub(crate) settings: EngineSettings,
     due: Mutex<DueIndex>,
@@ -86,6 +89,16 @@ pub struct Engine {
     /// does not read the whole config again. One entry per provider, each holding at
     /// most `MAX_CONFIG_BYTES` of text: bounded by the number of providers.
     parsed_configs: Mutex<HashMap<String, ParsedConfig>>,
+    /// Where committed form decisions are copied, when someone listens (`tap_decisions`).
+    pub(crate) decision_tap: Mutex<Option<std::sync::mpsc::Sender<TappedDecision>>>,
+}
+
+/// A form decision as the engine committed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TappedDecision {
+    pub form_id: String,
+    pub at: Instant,
+    pub decision: FormDecision,
 }
 
 /// A provider's form definitions with the config text they were read from. The entry
@@ -122,10 +135,26 @@ impl Engine {
         sealer: TokenSealer,
         settings: EngineSettings,
     ) -> Arc<Self> {
+        let transport: Arc<dyn Transport> = fetcher.clone();
+        Self::with_transport(store, clock, fetcher, transport, sealer, settings)
+    }
+
+    /// An engine whose outbound requests go to `transport` instead of `fetcher` (which
+    /// still checks configured URLs); tests and the engine-driven simulator play the
+    /// network this way.
+    pub fn with_transport(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        fetcher: Arc<Fetcher>,
+        transport: Arc<dyn Transport>,
+        sealer: TokenSealer,
+        settings: EngineSettings,
+    ) -> Arc<Self> {
         Arc::new(Engine {
             store,
             clock,
             fetcher,
+            transport,
             sealer,
             settings,
             due: Mutex::new(DueIndex::default()),
@@ -135,6 +164,7 @@ impl Engine {
             host_events: broadcast::channel(1024).0,
             fetching: Mutex::new(HashMap::new()),
             parsed_configs: Mutex::new(HashMap::new()),
+            decision_tap: Mutex::new(None),
         })
     }
 
@@ -355,14 +385,20 @@ impl Engine {
             events: extras.events,
             decisions: Vec::new(),
         };
+        let mut tapped = Vec::new();
         for decision in &decisions {
             let Some(form) = by_num.get(&(decision.form().0 as i64)) else {
                 continue;
             };
+            tapped.push(TappedDecision {
+                form_id: form.form_id.clone(),
+                at: now,
+                decision: *decision,
+            });
             commit.decisions.push(DecisionNote {
                 form_id: form.form_id.clone(),
                 at: now.as_millis(),
-                decision: describe_decision(decision),
+                decision: decision.to_string(),
                 rule: decision.rule().to_string(),
             });
             if let FormDecision::Refresh {
@@ -383,6 +419,7 @@ impl Engine {
         let has_events = !commit.events.is_empty();
         let started = std::time::Instant::now();
         self.store.commit_device(&commit).await?;
+        self.tap(tapped);
         metrics::histogram!("refreshd_store_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         self.plan(
@@ -983,28 +1020,7 @@ fn delivery_for(form: &FormRecord, trigger: &str, deferred: &[&str], now: Instan
     }
 }
 
-/// A decision in words, for the explain endpoint.
+/// A decision in words, for the explain endpoint (the rules' own wording).
 pub fn describe_decision(decision: &FormDecision) -> String {
-    match *decision {
-        FormDecision::Refresh {
-            trigger,
-            counted,
-            deferred,
-            ..
-        } => {
-            let mut text = format!(
-                "refresh {trigger}{}",
-                if counted { " (counted)" } else { "" }
-            );
-            if !deferred.is_empty() {
-                let kinds: Vec<&str> = deferred.iter().map(Trigger::as_str).collect();
-                text.push_str(&format!(" for deferred {}", kinds.join(", ")));
-            }
-            text
-        }
-        FormDecision::Deferred { kind, .. } => format!("deferred {kind} while hidden"),
-        FormDecision::Skipped { kind, reason, .. } => {
-            format!("skipped {kind}: {}", reason.as_str())
-        }
-    }
+    decision.to_string()
 }

@@ -8,7 +8,9 @@
 //!
 //! * [`clock`] — system time, time-warp, and a manual clock for tests;
 //! * [`engine::Engine`] — subjects, inputs, commits;
-//! * [`run`] — the wake-up loop, fetch execution, the delivery worker;
+//! * [`run`] — the wake-up loop, fetch execution, the delivery worker, each with a
+//!   step (`wake_due_once`, `execute_fetch`, `dispatch_deliveries`) that tests drive;
+//! * [`transport`] — the network boundary (the fetcher, or a stub);
 //! * [`secrets`] — API keys, sealed tokens, delivery signatures.
 
 pub mod clock;
@@ -17,8 +19,10 @@ pub mod engine;
 pub mod error;
 pub mod run;
 pub mod secrets;
+pub mod transport;
 
 pub use clock::{Clock, ManualClock, SystemClock, WarpClock};
-pub use engine::{Engine, EngineSettings};
+pub use engine::{Engine, EngineSettings, TappedDecision};
 pub use error::EngineError;
-pub use run::{DeliveryDispatcher, DispatchStep, FetchReport};
+pub use run::{DeliveryDispatcher, DispatchStep, DueFetch, FetchReport, WakeStep};
+pub use transport::Transport;

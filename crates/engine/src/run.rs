@@ -1,11 +1,11 @@
 //! The engine's loops: waking due subjects, carrying out fetches and deliveries.
 
-use crate::engine::{form_data_event, Engine};
+use crate::engine::{form_data_event, Engine, TappedDecision};
 use crate::error::EngineError;
 use crate::secrets::sign_delivery_with;
-use refreshd_fetch::{fetch_periodic, BlockReason, FetchFailure, Outbound};
+use refreshd_fetch::{BlockReason, FetchFailure, Outbound};
 use refreshd_rules::periodic::{
-    fetch_jitter_ms, fetch_url, FetchCache, FetchOrder, FetchOutcome, Source,
+    fetch_url, FetchAnswer, FetchCache, FetchOrder, FetchOutcome, Source,
 };
 use refreshd_rules::Instant;
 use refreshd_store::{
@@ -32,14 +32,7 @@ pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 
 /// A finished fetch, ready to be recorded.
 struct FetchCompletion {
-    sent_at: Instant,
-    completed: Instant,
-    outcome: FetchOutcome,
-    retry_after_ms: Option<i64>,
-    jitter: i64,
-    base: String,
-    body: String,
-    etag: Option<String>,
+    answer: FetchAnswer,
     log: FetchLogEntry,
 }
 
@@ -127,10 +120,32 @@ pub struct DispatchStep {
     pub started: usize,
 }
 
+/// A fetch the rules ordered when its pair was woken; `Engine::execute_fetch` carries
+/// it out and records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueFetch {
+    pub appid: String,
+    pub user_id: String,
+    pub order: FetchOrder,
+}
+
+/// What one step of the wake loop did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WakeStep {
+    /// Subjects claimed and woken.
+    pub woken: usize,
+    /// The claim returned as many as it asked for: more may be due now.
+    pub batch_full: bool,
+    /// Fetches the woken pairs ordered, not yet carried out.
+    pub fetches: Vec<DueFetch>,
+}
+
 /// What a fetch returns to its caller (`fetch-now` answers with it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchReport {
     pub outcome: FetchOutcome,
+    /// Whether the gray URL was fetched (P3, P4).
+    pub gray: bool,
     pub http_status: Option<u16>,
     pub time_stamp: Option<i64>,
 }
@@ -144,41 +159,17 @@ impl Engine {
                 return;
             }
             let now = self.now();
-            let lease_until = now.plus_millis(self.settings.claim_lease_ms);
-            // The store is the due-index: claim what is due, so that in a fleet each
-            // subject is woken by one node, and a dead node's claims expire.
-            let claimed = match self
-                .store
-                .claim_due(
-                    &self.settings.node_id,
-                    now.as_millis(),
-                    lease_until.as_millis(),
-                    CLAIM_BATCH,
-                )
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(%error, "claiming due subjects failed; retrying");
-                    Vec::new()
-                }
-            };
-            // Local hints at or before now are covered by the claim (or by another node).
-            self.take_due(now);
-            let full_batch = claimed.len() as i64 == CLAIM_BATCH;
-            for (subject, due_at) in claimed {
-                let result = match &subject {
-                    SubjectKey::Device(id) => self.wake_device(id, due_at).await,
-                    SubjectKey::Pair { appid, user_id } => {
-                        self.clone().wake_pair(appid, user_id).await
+            let step = self.wake_due_once().await;
+            for fetch in step.fetches {
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    let appid = fetch.appid.clone();
+                    if let Err(error) = engine.execute_fetch(fetch).await {
+                        tracing::warn!(%appid, %error, "a periodic fetch could not be recorded");
                     }
-                };
-                if let Err(error) = result {
-                    // The claim stays until its lease ends; then any node tries again.
-                    tracing::warn!(?subject, %error, "waking a subject failed");
-                }
+                });
             }
-            if full_batch {
+            if step.batch_full {
                 continue;
             }
             // What is due and not yet woken, after this pass (zero when keeping up).
@@ -196,17 +187,79 @@ impl Engine {
         }
     }
 
-    async fn wake_pair(self: Arc<Self>, appid: &str, user_id: &str) -> Result<(), EngineError> {
-        if let Some(order) = self.order_due_fetch(appid, user_id).await? {
-            let engine = self.clone();
-            let (appid, user_id) = (appid.to_string(), user_id.to_string());
-            tokio::spawn(async move {
-                if let Err(error) = engine.execute_fetch(&appid, &user_id, order).await {
-                    tracing::warn!(%appid, %error, "a periodic fetch could not be recorded");
+    /// One step of the wake loop at the clock's `now`: claims the subjects that are
+    /// due (the store is the due-index, so in a fleet each subject is woken by one node
+    /// and a dead node's claims expire), wakes each, and hands back the fetches the
+    /// woken pairs ordered. A subject that fails is logged; its claim stays until the
+    /// lease ends, then any node tries again.
+    pub async fn wake_due_once(&self) -> WakeStep {
+        let now = self.now();
+        let lease_until = now.plus_millis(self.settings.claim_lease_ms);
+        let claimed = match self
+            .store
+            .claim_due(
+                &self.settings.node_id,
+                now.as_millis(),
+                lease_until.as_millis(),
+                CLAIM_BATCH,
+            )
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(%error, "claiming due subjects failed; retrying");
+                Vec::new()
+            }
+        };
+        // Local hints at or before now are covered by the claim (or by another node).
+        self.take_due(now);
+        let mut step = WakeStep {
+            woken: claimed.len(),
+            batch_full: claimed.len() as i64 == CLAIM_BATCH,
+            fetches: Vec::new(),
+        };
+        for (subject, due_at) in claimed {
+            let result = match &subject {
+                SubjectKey::Device(id) => self.wake_device(id, due_at).await,
+                SubjectKey::Pair { appid, user_id } => {
+                    self.order_due_fetch(appid, user_id).await.map(|order| {
+                        step.fetches.extend(order.map(|order| DueFetch {
+                            appid: appid.clone(),
+                            user_id: user_id.clone(),
+                            order,
+                        }))
+                    })
                 }
-            });
+            };
+            if let Err(error) = result {
+                tracing::warn!(?subject, %error, "waking a subject failed");
+            }
         }
-        Ok(())
+        step
+    }
+
+    /// The earliest instant a subject of this node is planned to wake at, if any.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.earliest_due()
+    }
+
+    /// Starts copying every committed form decision to the returned receiver (one
+    /// listener at a time; a new call replaces the previous one). For drivers that
+    /// report decisions, such as the engine-driven simulator.
+    pub fn tap_decisions(&self) -> std::sync::mpsc::Receiver<TappedDecision> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        *self.decision_tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+        receiver
+    }
+
+    pub(crate) fn tap(&self, decisions: Vec<TappedDecision>) {
+        let mut tap = self.decision_tap.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = tap.as_ref() {
+            if decisions.into_iter().any(|d| sender.send(d).is_err()) {
+                // The listener is gone.
+                *tap = None;
+            }
+        }
     }
 
     /// P11: fetches now and answers when the fetch is recorded.
@@ -217,16 +270,22 @@ impl Engine {
                 Ok(pair.fetch_now(&app, user_id)?)
             })
             .await?;
-        self.execute_fetch(appid, user_id, order).await
+        self.execute_fetch(DueFetch {
+            appid: appid.to_string(),
+            user_id: user_id.to_string(),
+            order,
+        })
+        .await
     }
 
     /// Carries out an ordered fetch and records its outcome (P8, P9, P13, P14).
-    pub(crate) async fn execute_fetch(
-        &self,
-        appid: &str,
-        user_id: &str,
-        order: FetchOrder,
-    ) -> Result<FetchReport, EngineError> {
+    pub async fn execute_fetch(&self, fetch: DueFetch) -> Result<FetchReport, EngineError> {
+        let DueFetch {
+            appid,
+            user_id,
+            order,
+        } = fetch;
+        let (appid, user_id) = (appid.as_str(), user_id.as_str());
         let key = (appid.to_string(), user_id.to_string());
         // A count, not a flag: a fetch-now may run beside a scheduled fetch (P11).
         *self
@@ -292,7 +351,9 @@ impl Engine {
             Some(base) => {
                 let url = fetch_url(base, app.appid(), &token, sent_at.as_millis());
                 let wall = UNIX_EPOCH + Duration::from_millis(sent_at.as_millis().max(0) as u64);
-                fetch_periodic(&self.fetcher, &url, cache.if_none_match(base), wall).await
+                self.transport
+                    .fetch_periodic(&url, cache.if_none_match(base), wall)
+                    .await
             }
             // A cloud environment missing from the configuration cannot be reached.
             None => refreshd_fetch::FetchResult {
@@ -309,10 +370,10 @@ impl Engine {
             .increment(1);
         metrics::histogram!("refreshd_fetch_seconds").record(elapsed.as_secs_f64());
         let completed = self.now();
-        let jitter = fetch_jitter_ms(app.appid(), user_id, self.settings.fetch_jitter_minutes);
         let retry_after_ms = result.retry_after.map(|d| d.as_millis() as i64);
         let report = FetchReport {
             outcome: result.outcome,
+            gray: order.target.gray,
             http_status: result.http_status,
             time_stamp: None,
         };
@@ -334,14 +395,15 @@ impl Engine {
             })
             .await;
         let completion = FetchCompletion {
-            sent_at,
-            completed,
-            outcome: result.outcome,
-            retry_after_ms,
-            jitter,
-            base: base.clone().unwrap_or_default(),
-            body: result.body.unwrap_or_default(),
-            etag: result.etag,
+            answer: FetchAnswer {
+                url: base.clone().unwrap_or_default(),
+                outcome: result.outcome,
+                body: result.body.unwrap_or_default(),
+                etag: result.etag,
+                retry_after_ms,
+                sent_at,
+                completed_at: completed,
+            },
             log,
         };
         let mut attempts = 0;
@@ -379,12 +441,6 @@ impl Engine {
             .unwrap_or_default();
         let mut pair: refreshd_rules::periodic::FetchPair =
             serde_json::from_str(&record.state).map_err(EngineError::corrupt)?;
-        pair.record_outcome(
-            done.completed,
-            done.outcome,
-            done.retry_after_ms,
-            done.jitter,
-        );
         let mut cache = FetchCache {
             data: record.cached_data.take(),
             time_stamp_ms: record.cached_at,
@@ -395,13 +451,12 @@ impl Engine {
                 .zip(record.etag_url.take())
                 .map(|(e, u)| (u, e)),
         };
-        cache.apply(
-            done.outcome,
-            &done.base,
-            done.body.clone(),
-            done.etag.clone(),
-            done.sent_at.as_millis(),
-            done.completed.as_millis(),
+        let completion = pair.complete(
+            app,
+            user_id,
+            done.answer.clone(),
+            self.settings.fetch_jitter_minutes,
+            &mut cache,
         );
         record.cached_data = cache.data;
         record.cached_at = cache.time_stamp_ms;
@@ -410,7 +465,7 @@ impl Engine {
             Some((url, etag)) => (Some(url), Some(etag)),
             None => (None, None),
         };
-        let next = pair.next_wakeup(done.completed, app);
+        let next = completion.next_wakeup;
         record.state = serde_json::to_string(&pair).map_err(EngineError::corrupt)?;
         record.next_wake_at = next.map(Instant::as_millis);
         let expected_version = record.version;
@@ -667,8 +722,8 @@ impl Engine {
             ),
         ];
         let response = self
-            .fetcher
-            .send(Outbound {
+            .transport
+            .deliver(Outbound {
                 method: Method::POST,
                 url: &provider.refresh_url,
                 headers,

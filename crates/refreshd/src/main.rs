@@ -5,6 +5,7 @@ mod data_dir;
 mod http_server;
 mod lint;
 mod serve;
+mod simulate_engine;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -50,6 +51,11 @@ enum Command {
         scenario: PathBuf,
         #[arg(long, value_enum, default_value_t)]
         format: SimulateFormat,
+        /// Drive the scenario with the service's own engine (its commands and wake
+        /// step, a temporary SQLite store, a manual clock, the origins played at the
+        /// engine's network boundary) instead of the simulator's driver. Same output.
+        #[arg(long)]
+        engine: bool,
     },
     /// Check a form_config.json: every error and warning, with its JSON path and a fix.
     Lint {
@@ -96,9 +102,17 @@ fn read_scenario(path: &Path) -> Result<Scenario> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Simulate { scenario, format } => {
+        Command::Simulate {
+            scenario,
+            format,
+            engine,
+        } => {
             let scenario = read_scenario(&scenario)?;
-            let records = Simulation::run(&scenario);
+            let records = if engine {
+                simulate_engine::run(&scenario)?
+            } else {
+                Simulation::run(&scenario)
+            };
             let text = match format {
                 SimulateFormat::Json => output::json_lines(&records, &scenario.zone),
                 SimulateFormat::Text => output::timeline(&records, &scenario),

@@ -177,7 +177,7 @@ async fn serve(settings: Settings) -> Result<()> {
         }
         other => {
             let path = other
-                .map(PathBuf::from)
+                .map(|store| PathBuf::from(store.as_str()))
                 .unwrap_or_else(|| settings.data_dir.join("refreshd.sqlite3"));
             println!("store: SQLite at {}", path.display());
             _store_lock = Some(StoreLock::open(&path, &holder)?);

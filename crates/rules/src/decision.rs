@@ -189,6 +189,34 @@ impl FormDecision {
     }
 }
 
+/// A decision in words, as the explainers (CLI and API) and decision notes show it.
+impl fmt::Display for FormDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            FormDecision::Refresh {
+                trigger,
+                counted,
+                deferred,
+                ..
+            } => {
+                write!(f, "refresh {trigger}")?;
+                if counted {
+                    f.write_str(" (counted)")?;
+                }
+                if !deferred.is_empty() {
+                    let kinds: Vec<&str> = deferred.iter().map(Trigger::as_str).collect();
+                    write!(f, " for deferred {}", kinds.join(", "))?;
+                }
+                Ok(())
+            }
+            FormDecision::Deferred { kind, .. } => write!(f, "deferred {kind} while hidden"),
+            FormDecision::Skipped { kind, reason, .. } => {
+                write!(f, "skipped {kind}: {}", reason.as_str())
+            }
+        }
+    }
+}
+
 /// A decision with the instant it was made at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timed<T> {
@@ -211,5 +239,31 @@ mod tests {
         assert_eq!(names, sorted);
         assert!(set.any_counted());
         assert!(!TriggerSet::from_iter([Trigger::Scheduled, Trigger::Network]).any_counted());
+    }
+
+    #[test]
+    fn f21_decisions_read_as_words() {
+        let form = FormId(1);
+        let visible = FormDecision::Refresh {
+            form,
+            trigger: Trigger::Visible,
+            counted: true,
+            deferred: [Trigger::Next, Trigger::Interval].into_iter().collect(),
+        };
+        assert_eq!(
+            visible.to_string(),
+            "refresh visible (counted) for deferred interval, next"
+        );
+        let deferred = FormDecision::Deferred {
+            form,
+            kind: Trigger::Scheduled,
+        };
+        assert_eq!(deferred.to_string(), "deferred scheduled while hidden");
+        let skipped = FormDecision::Skipped {
+            form,
+            kind: Trigger::Interval,
+            reason: SkipReason::QuotaExhausted,
+        };
+        assert_eq!(skipped.to_string(), "skipped interval: quota_exhausted");
     }
 }

@@ -24,6 +24,45 @@ pub enum Json {
     Object(Vec<(String, Json)>),
 }
 
+/// Compact JSON text that reads back as the same tree: a `Float` keeps its fraction
+/// or exponent (so `1.0` stays a float), strings are escaped by serde_json.
+impl fmt::Display for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Json::Null => f.write_str("null"),
+            Json::Bool(b) => write!(f, "{b}"),
+            Json::Integer(i) => write!(f, "{i}"),
+            Json::Float(x) => write!(f, "{x:?}"),
+            Json::String(text) => write_string(f, text),
+            Json::Array(items) => {
+                f.write_str("[")?;
+                for (n, item) in items.iter().enumerate() {
+                    if n > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                f.write_str("]")
+            }
+            Json::Object(members) => {
+                f.write_str("{")?;
+                for (n, (key, value)) in members.iter().enumerate() {
+                    if n > 0 {
+                        f.write_str(",")?;
+                    }
+                    write_string(f, key)?;
+                    write!(f, ":{value}")?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+fn write_string(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    f.write_str(&serde_json::to_string(text).map_err(|_| fmt::Error)?)
+}
+
 impl Json {
     /// The JSON type's name, for error messages ("expected a string, found an integer").
     pub fn kind(&self) -> &'static str {
@@ -179,6 +218,13 @@ impl<'de> Visitor<'de> for JsonSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_text_reads_back_as_the_same_tree() {
+        let text = r#"{"a":[1,1.0,1e300,-0.5,"x\"\u00e9",true,null],"b":{}}"#;
+        let tree = parse(text).unwrap();
+        assert_eq!(parse(&tree.to_string()).unwrap(), tree);
+    }
 
     #[test]
     fn keeps_integer_and_float_apart() {

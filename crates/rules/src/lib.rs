@@ -21,6 +21,7 @@ pub mod decision;
 pub mod delivery;
 pub mod device;
 pub mod error;
+pub mod explain;
 pub mod form_config;
 pub mod hhmm;
 pub mod json;

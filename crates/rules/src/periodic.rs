@@ -584,6 +584,71 @@ impl FetchPair {
     }
 }
 
+/// How a fetch of a pair ended, as the network answered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchAnswer {
+    /// The URL fetched, as configured (before the P12 query): ETags belong to it.
+    pub url: String,
+    pub outcome: FetchOutcome,
+    /// The whole body of a success (empty otherwise).
+    pub body: String,
+    pub etag: Option<String>,
+    /// The response's `Retry-After`, if it had one (P9).
+    pub retry_after_ms: Option<i64>,
+    /// When the request was sent and when its answer was complete.
+    pub sent_at: Instant,
+    pub completed_at: Instant,
+}
+
+/// What a completed fetch changed (P8, P9, P13, P14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The instant P8 or P9 plans for the next attempt.
+    pub planned: Instant,
+    /// When the pair must be woken next, seen from the completion (P10: `None` when it
+    /// will not be eligible then).
+    pub next_wakeup: Option<Instant>,
+    /// Whether the cached data, time stamp or ETag moved (P13; failures never do).
+    pub cache_changed: bool,
+}
+
+impl FetchPair {
+    /// P8, P9, P13, P14: records a completed fetch of `user`'s pair of `app` in the
+    /// pair's schedule (with the user's P8 jitter, of `jitter_minutes`) and in its
+    /// cache, and says when the pair is due next. Every driver (the service's engine,
+    /// the simulator) completes fetches through here, so they cannot compose these
+    /// rules differently.
+    pub fn complete(
+        &mut self,
+        app: &App,
+        user: &str,
+        answer: FetchAnswer,
+        jitter_minutes: u32,
+        cache: &mut FetchCache,
+    ) -> Completion {
+        let jitter = fetch_jitter_ms(app.appid(), user, jitter_minutes);
+        let planned = self.record_outcome(
+            answer.completed_at,
+            answer.outcome,
+            answer.retry_after_ms,
+            jitter,
+        );
+        let cache_changed = cache.apply(
+            answer.outcome,
+            &answer.url,
+            answer.body,
+            answer.etag,
+            answer.sent_at.as_millis(),
+            answer.completed_at.as_millis(),
+        );
+        Completion {
+            planned,
+            next_wakeup: self.next_wakeup(answer.completed_at, app),
+            cache_changed,
+        }
+    }
+}
+
 /// The cached data of one user and app (P13, P15) with the ETag it was served with.
 /// An ETag belongs to the URL it came from (section S).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -902,6 +967,62 @@ mod tests {
             T0.plus_millis(12 * HOUR_MS),
             "Retry-After ignored on success"
         );
+    }
+
+    #[test]
+    fn p8_p9_p13_complete_plans_and_caches_in_one_step() {
+        let app = url_app(None);
+        let mut pair = FetchPair::default();
+        let mut cache = FetchCache::default();
+        pair.launch(T0);
+        pair.token_set();
+        assert!(pair.wake(T0, &app, "u1").is_some());
+        let answer = |outcome, sent_at: Instant, completed_at: Instant| FetchAnswer {
+            url: "https://data.example.com/feed".into(),
+            outcome,
+            body: "data".into(),
+            etag: Some("\"v1\"".into()),
+            retry_after_ms: Some(HOUR_MS),
+            sent_at,
+            completed_at,
+        };
+        let later = T0.plus_millis(1_000);
+        let done = pair.complete(
+            &app,
+            "u1",
+            answer(FetchOutcome::Ok, T0, later),
+            60,
+            &mut cache,
+        );
+        let jitter = fetch_jitter_ms("wx1", "u1", 60);
+        assert_eq!(done.planned, later.plus_millis(12 * HOUR_MS + jitter));
+        assert_eq!(done.next_wakeup, Some(done.planned));
+        assert!(done.cache_changed);
+        assert_eq!(cache.read(), Some(("data", later.as_millis())));
+
+        // P9: a failure keeps the cache and honours a longer Retry-After.
+        let failed = pair.complete(
+            &app,
+            "u1",
+            answer(FetchOutcome::HttpStatus, later, later),
+            60,
+            &mut cache,
+        );
+        assert!(!failed.cache_changed);
+        assert_eq!(failed.planned, later.plus_millis(HOUR_MS));
+        // P13: a fetch sent before the one that last changed the cache changes nothing.
+        let stale = pair.complete(
+            &app,
+            "u1",
+            answer(
+                FetchOutcome::Ok,
+                Instant::from_millis(T0.as_millis() - 1),
+                later,
+            ),
+            60,
+            &mut cache,
+        );
+        assert!(!stale.cache_changed);
     }
 
     #[test]

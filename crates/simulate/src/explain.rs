@@ -7,11 +7,13 @@
 use crate::output::{describe, format_instant};
 use crate::run::{RecordKind, Simulation};
 use crate::scenario::{Action, Scenario};
-use refreshd_rules::device::DAILY_QUOTA;
+use refreshd_rules::explain::{
+    deferred_names, explain_form as explain_form_state, planned_line, PLANNED,
+};
 use refreshd_rules::form_config::{check_form_entry, LintContext, Severity};
 use refreshd_rules::periodic::{gray_bucket, Source, ACTIVE_FOR_MS};
 use refreshd_rules::time::{HOUR_MS, MINUTE_MS};
-use refreshd_rules::{FormDecision, Instant};
+use refreshd_rules::Instant;
 use std::fmt::Write as _;
 
 /// What to explain.
@@ -34,9 +36,6 @@ pub enum ExplainError {
 
 /// How far back recent decisions are listed.
 const LOOKBACK_MS: i64 = 24 * HOUR_MS;
-/// How many planned refreshes are listed, and how far ahead they are searched.
-const PLANNED: usize = 10;
-const PLAN_HORIZON_MS: i64 = 400 * 24 * HOUR_MS;
 
 /// Explains `subject` at `at` (default: the scenario's last simulated instant).
 pub fn explain(
@@ -86,10 +85,10 @@ fn explain_form(sim: &Simulation, form: &str, at: Instant) -> Result<String, Exp
         );
     }
 
-    let mut device = sim.device.clone();
-    device.wake(at, &mut Vec::new());
-    let live = sim.live_form(form).and_then(|id| device.form(id));
-    match live {
+    let live = sim
+        .live_form(form)
+        .and_then(|id| explain_form_state(&sim.device, id, at, PLANNED));
+    match &live {
         None => {
             let added = scenario.events.iter().any(|e| {
                 e.at <= at && matches!(&e.action, Action::AddForm { form: f, .. } if f == form)
@@ -104,30 +103,24 @@ fn explain_form(sim: &Simulation, form: &str, at: Instant) -> Result<String, Exp
             let _ = writeln!(out, "  not on the device: {why}");
         }
         Some(state) => {
-            let plan = state.plan();
             let _ = writeln!(
                 out,
                 "  visible: {}{}",
-                if state.is_visible() {
+                if state.visible {
                     "yes"
                 } else {
                     "no: triggers are deferred until shown (F20)"
                 },
-                if state.deferred().is_empty() {
+                if state.deferred.is_empty() {
                     String::new()
                 } else {
                     format!(
                         "; deferred now: {}",
-                        state
-                            .deferred()
-                            .iter()
-                            .map(|k| k.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        deferred_names(state.deferred).join(", ")
                     )
                 }
             );
-            match plan.interval_period_ms() {
+            match state.interval_period_ms {
                 Some(period) => {
                     let _ = writeln!(
                         out,
@@ -136,8 +129,8 @@ fn explain_form(sim: &Simulation, form: &str, at: Instant) -> Result<String, Exp
                         shown(config.value.as_ref().map(|d| d.update_duration)),
                         shown(entry.traits.market_update_duration),
                         shown(entry.traits.api_version),
-                        device.settings().tick_minutes(),
-                        t(state.last_interval())
+                        state.tick_minutes,
+                        t(state.last_interval)
                     );
                 }
                 None => {
@@ -151,38 +144,46 @@ fn explain_form(sim: &Simulation, form: &str, at: Instant) -> Result<String, Exp
                     let _ = writeln!(out, "  interval: none, {why}");
                 }
             }
-            if plan.scheduled_times.is_empty() {
+            if state.scheduled_times.is_empty() {
                 let _ = writeln!(out, "  scheduled: none (F7, F8)");
             } else {
-                let times: Vec<String> =
-                    plan.scheduled_times.iter().map(|t| t.to_string()).collect();
+                let times: Vec<String> = state
+                    .scheduled_times
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect();
                 let _ = writeln!(
                     out,
                     "  scheduled: daily at {} local, not counted (F15); next at {}",
                     times.join(", "),
-                    state.next_scheduled().map(t).unwrap_or_else(|| "-".into())
+                    state.next_scheduled.map(t).unwrap_or_else(|| "-".into())
                 );
             }
             let _ = writeln!(
                 out,
                 "  network-recovery refresh: {}",
-                if plan.network_recovery {
+                if state.network_recovery {
                     "yes, after an outage of 10 minutes or more (F16)"
                 } else {
                     "no (F16 needs \"network\" in conditionUpdate and a system app)"
                 }
             );
-            let resets = device.next_reset_at().map(t).unwrap_or_else(|| "-".into());
+            let resets = state.quota_resets_at.map(t).unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
-                "  quota: {}/{DAILY_QUOTA} counted refreshes used today; resets at {resets} (F17){}",
-                state.counted_today(),
-                if state.remind_at_reset() { "; a quota_reset refresh is due then (F18)" } else { "" }
+                "  quota: {}/{} counted refreshes used today; resets at {resets} (F17){}",
+                state.counted_today,
+                state.daily_quota,
+                if state.remind_at_reset {
+                    "; a quota_reset refresh is due then (F18)"
+                } else {
+                    ""
+                }
             );
             let _ = writeln!(
                 out,
                 "  next-refresh: {}",
-                match (plan.data_proxy, state.pending_next_refresh()) {
+                match (state.data_proxy, state.pending_next_refresh) {
                     (true, _) => "not available, data proxy enabled (F9)".to_string(),
                     (false, Some(due)) => format!(
                         "pending at {} (F14); interval triggers are skipped until then (F12)",
@@ -217,28 +218,17 @@ fn explain_form(sim: &Simulation, form: &str, at: Instant) -> Result<String, Exp
     }
 
     let _ = writeln!(out, "\nnext {PLANNED} planned, if nothing else happens:");
-    let planned = sim
-        .live_form(form)
-        .map(|id| sim.device.preview(id, at, PLANNED, PLAN_HORIZON_MS))
-        .unwrap_or_default();
+    let planned = live.map(|state| state.planned).unwrap_or_default();
     if planned.is_empty() {
         let _ = writeln!(out, "  none");
     }
-    for (when, decision) in planned {
-        let line = match decision {
-            FormDecision::Refresh {
-                trigger, counted, ..
-            } => format!(
-                "refresh {trigger}{} [{}]",
-                if counted { ", counted" } else { "" },
-                decision.rule()
-            ),
-            FormDecision::Deferred { kind, .. } => format!("defer {kind} while hidden [F20]"),
-            FormDecision::Skipped { kind, reason, .. } => {
-                format!("skip {kind}: {} [{}]", reason.as_str(), decision.rule())
-            }
-        };
-        let _ = writeln!(out, "  {}  {line}", t(when));
+    for planned in planned {
+        let _ = writeln!(
+            out,
+            "  {}  {}",
+            t(planned.at),
+            planned_line(&planned.decision)
+        );
     }
     Ok(out)
 }

@@ -9,7 +9,7 @@ use crate::scenario::{Action, Origin, OriginStatus, Scenario};
 use refreshd_rules::device::{Device, DeviceInput, NewForm};
 use refreshd_rules::form_config::{check_form_entry, LintContext};
 use refreshd_rules::periodic::{
-    classify_response, fetch_jitter_ms, fetch_url, validate_token, App, FetchCache, FetchOutcome,
+    classify_response, fetch_url, validate_token, App, FetchAnswer, FetchCache, FetchOutcome,
     FetchPair, Source,
 };
 use refreshd_rules::{FormDecision, FormId, Instant, ProviderId, RefreshPlan, RuleError};
@@ -373,24 +373,27 @@ impl<'s> Simulation<'s> {
     fn perform_fetch(&mut self, at: Instant, pair: usize, source: Source, gray: bool) {
         let state = &mut self.pairs[pair];
         let app = &self.apps[state.app];
-        let base = match &source {
-            Source::Url(url) => url.clone(),
-            Source::Cloud { env, function } => format!("cloud://{env}/{function}"),
-        };
+        let base = source_url(&source);
         let token = state.token.clone().unwrap_or_default();
         let url = fetch_url(&base, app.appid(), &token, at.as_millis());
         let origin = self.origins.get(&base).cloned().unwrap_or_default();
         let (outcome, body, etag) = answer(&origin, state.cache.if_none_match(&base));
-        state
-            .cache
-            .apply(outcome, &base, body, etag, at.as_millis(), at.as_millis());
-        let retry_after_ms = origin
-            .retry_after_s
-            .map(|s| (s as i64).saturating_mul(1000));
-        let jitter = fetch_jitter_ms(app.appid(), &state.user, self.scenario.fetch_jitter_minutes);
-        state
-            .pair
-            .record_outcome(at, outcome, retry_after_ms, jitter);
+        let answer = FetchAnswer {
+            url: base,
+            outcome,
+            body,
+            etag,
+            retry_after_ms: origin.retry_after_ms(),
+            sent_at: at,
+            completed_at: at,
+        };
+        state.pair.complete(
+            app,
+            &state.user,
+            answer,
+            self.scenario.fetch_jitter_minutes,
+            &mut state.cache,
+        );
         state.last_outcome = Some((at, outcome));
         let record = RecordKind::Fetch {
             app: app.appid().to_string(),
@@ -403,8 +406,20 @@ impl<'s> Simulation<'s> {
     }
 }
 
-/// How a simulated origin answers a request carrying `if_none_match` (section S).
-fn answer(origin: &Origin, if_none_match: Option<&str>) -> (FetchOutcome, String, Option<String>) {
+/// Where a source is fetched (section S: a cloud source at `cloud://ENV/FUNCTION`).
+pub fn source_url(source: &Source) -> String {
+    match source {
+        Source::Url(url) => url.clone(),
+        Source::Cloud { env, function } => format!("cloud://{env}/{function}"),
+    }
+}
+
+/// How a simulated origin answers a request carrying `if_none_match` (section S): the
+/// outcome, the body and the ETag.
+pub fn answer(
+    origin: &Origin,
+    if_none_match: Option<&str>,
+) -> (FetchOutcome, String, Option<String>) {
     let status = match origin.status {
         OriginStatus::Timeout => return (FetchOutcome::Timeout, String::new(), None),
         OriginStatus::Connect => return (FetchOutcome::Connect, String::new(), None),

@@ -100,6 +100,14 @@ pub struct Origin {
     pub etag: Option<String>,
 }
 
+impl Origin {
+    /// The `Retry-After` it answers with, in milliseconds (P9).
+    pub fn retry_after_ms(&self) -> Option<i64> {
+        self.retry_after_s
+            .map(|s| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000))
+    }
+}
+
 impl Default for Origin {
     fn default() -> Self {
         Origin {

@@ -1,0 +1,125 @@
+//! The engine's driver steps, called directly on a manual clock with the network played
+//! in-process at the `Transport` boundary: no loop, no sleep, no real socket.
+
+use refreshd_engine::secrets::{SecretKey, TokenSealer};
+use refreshd_engine::transport::TransportFuture;
+use refreshd_engine::{Engine, EngineSettings, ManualClock, Transport};
+use refreshd_fetch::{
+    DestinationPolicy, FetchFailure, FetchLimits, FetchResult, Fetcher, Inbound, Outbound,
+};
+use refreshd_rules::periodic::{App, FetchOutcome, PeriodicSetting, Source, SubjectType};
+use refreshd_rules::time::HOUR_MS;
+use refreshd_rules::Instant;
+use refreshd_store::{SqliteStore, Store};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Answers every fetch with 200 and `{}` (or with its `status`), and keeps the URLs.
+struct Origin {
+    status: Mutex<u16>,
+    fetched: Mutex<Vec<String>>,
+}
+
+impl Transport for Origin {
+    fn fetch_periodic<'a>(
+        &'a self,
+        url: &'a str,
+        _if_none_match: Option<&'a str>,
+        _now: SystemTime,
+    ) -> TransportFuture<'a, FetchResult> {
+        self.fetched.lock().unwrap().push(url.to_string());
+        let status = *self.status.lock().unwrap();
+        let outcome = refreshd_rules::periodic::classify_response(status, 2, true);
+        Box::pin(std::future::ready(FetchResult {
+            outcome,
+            http_status: Some(status),
+            body: Some("{}".into()),
+            etag: None,
+            retry_after: None,
+            bytes: 2,
+        }))
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        _request: Outbound<'a>,
+    ) -> TransportFuture<'a, Result<Inbound, FetchFailure>> {
+        Box::pin(std::future::ready(Err(FetchFailure::Connect)))
+    }
+}
+
+const T0: Instant = Instant::from_millis(1_772_352_000_000);
+
+#[tokio::test]
+async fn p8_p9_the_wake_step_orders_due_fetches_and_execute_fetch_records_them() {
+    let dir = std::env::temp_dir().join(format!("refreshd-drivers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap());
+    let clock = Arc::new(ManualClock::new(T0));
+    let origin = Arc::new(Origin {
+        status: Mutex::new(200),
+        fetched: Mutex::new(Vec::new()),
+    });
+    let fetcher =
+        Arc::new(Fetcher::new(DestinationPolicy::new(Vec::new()), FetchLimits::default()).unwrap());
+    let engine = Engine::with_transport(
+        store.clone(),
+        clock.clone(),
+        fetcher,
+        origin.clone(),
+        TokenSealer::new(&SecretKey([3; 32])),
+        EngineSettings::default(),
+    );
+    let app = App::new(
+        "wx1",
+        SubjectType::Organization,
+        Some(PeriodicSetting {
+            enabled: true,
+            source: Source::Url("https://data.example.com/feed".into()),
+            gray: None,
+        }),
+    )
+    .unwrap();
+    store
+        .insert_app("wx1", &serde_json::to_string(&app).unwrap(), None)
+        .await
+        .unwrap();
+
+    // Nothing is due before the pair is eligible (P7).
+    assert!(engine.wake_due_once().await.fetches.is_empty());
+    engine.launch("wx1", "u1").await.unwrap();
+    engine.set_token("wx1", "u1", "t-1").await.unwrap();
+    assert_eq!(engine.next_wakeup(), Some(T0), "P8: due once eligible");
+
+    let step = engine.wake_due_once().await;
+    assert_eq!(step.fetches.len(), 1);
+    assert!(
+        origin.fetched.lock().unwrap().is_empty(),
+        "ordered, not yet sent"
+    );
+    let fetch = step.fetches.into_iter().next().unwrap();
+    let report = engine.execute_fetch(fetch).await.unwrap();
+    assert_eq!(report.outcome, FetchOutcome::Ok);
+    assert!(!report.gray);
+    assert_eq!(report.time_stamp, Some(T0.as_millis()));
+    assert_eq!(
+        origin.fetched.lock().unwrap().as_slice(),
+        [format!(
+            "https://data.example.com/feed?appid=wx1&token=t-1&timestamp={}",
+            T0.as_millis()
+        )]
+    );
+    let next = T0.plus_millis(12 * HOUR_MS);
+    assert_eq!(engine.next_wakeup(), Some(next), "P8: 12 h after a success");
+
+    // P9: a failure at the next wake-up retries 5 minutes later.
+    clock.set(next);
+    *origin.status.lock().unwrap() = 503;
+    let step = engine.wake_due_once().await;
+    for fetch in step.fetches {
+        let report = engine.execute_fetch(fetch).await.unwrap();
+        assert_eq!(report.outcome, FetchOutcome::HttpStatus);
+    }
+    assert_eq!(engine.next_wakeup(), Some(next.plus_millis(5 * 60_000)));
+    let _ = std::fs::remove_dir_all(dir);
+}
