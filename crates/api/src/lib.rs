@@ -491,7 +491,7 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         Ok(()) => (
             StatusCode::OK,
             Json(
-                json!({"status": "ok", "now": state.engine.now().to_timestamp().map(|t| t.to_string())}),
+                json!({"status": "ok", "now": refreshd_engine::wire::rfc3339(state.engine.now())}),
             ),
         ),
         Err(_) => (
