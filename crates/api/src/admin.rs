@@ -1,56 +1,17 @@
-//! Operator endpoints: apps, providers, devices, market intervals, key rotation.
+//! Operator endpoints: apps, providers, devices, market intervals, key rotation. Each
+//! handler reads the request, calls one command of `engine.admin()` and writes its view.
 
-use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Body;
-use crate::extract::Path;
+use crate::extract::{Body, Path};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use refreshd_engine::secrets::{hash_key, new_api_key, random_bytes};
-use refreshd_engine::EngineError;
-use refreshd_rules::periodic::{App, SubjectType};
-use refreshd_store::{KeyKind, KeyRecord, NewProvider, StoreError};
+use refreshd_engine::commands::NewProviderInput;
+use refreshd_engine::wire::rfc3339;
+use refreshd_engine::{Caller, KeyKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
-
-/// Ids chosen by operators: 1 to 128 of `A–Z a–z 0–9 . _ -`.
-pub fn check_id(field: &str, id: &str) -> ApiResult<()> {
-    let ok = (1..=128).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_request(format!(
-            "{field} must be 1 to 128 characters of A-Z a-z 0-9 . _ -"
-        )))
-    }
-}
-
-/// A new key for `principal` and the record that stores its hash. The record is
-/// written in the same transaction as the principal, so a failure leaves neither and a
-/// retry does not meet a keyless principal.
-fn new_key(state: &AppState, kind: KeyKind, principal: &str) -> (String, KeyRecord) {
-    let key = new_api_key(kind);
-    let record = KeyRecord {
-        key_hash: hash_key(&key),
-        kind,
-        principal: principal.to_string(),
-        created_at: state.engine.now().as_millis(),
-    };
-    (key, record)
-}
-
-fn exists(what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "already_exists",
-        format!("{what} already exists"),
-    )
-}
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -61,35 +22,17 @@ pub struct NewAppBody {
 
 pub async fn create_app(
     State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Body(body): Body<NewAppBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(KeyKind::Operator)?;
-    check_id("appid", &body.appid)?;
-    let subject = match body.subject.as_str() {
-        "individual" => SubjectType::Individual,
-        "organization" => SubjectType::Organization,
-        _ => {
-            return Err(ApiError::invalid_request(
-                "subject must be \"individual\" or \"organization\"",
-            ))
-        }
-    };
-    let app = App::new(body.appid.clone(), subject, None).map_err(EngineError::from)?;
-    let text = serde_json::to_string(&app).map_err(EngineError::corrupt)?;
-    let (key, record) = new_key(&state, KeyKind::App, &body.appid);
-    match state
+    let app = state
         .engine
-        .store()
-        .insert_app(&body.appid, &text, Some(&record))
-        .await
-    {
-        Err(StoreError::Exists) => return Err(exists("an app with this appid")),
-        other => other.map_err(EngineError::from)?,
-    }
+        .admin()
+        .create_app(&caller, &body.appid, &body.subject)
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"appid": body.appid, "developer_key": key})),
+        Json(json!({"appid": app.appid, "developer_key": app.developer_key})),
     ))
 }
 
@@ -104,43 +47,24 @@ pub struct NewProviderBody {
 
 pub async fn create_provider(
     State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Body(body): Body<NewProviderBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(KeyKind::Operator)?;
-    check_id("provider", &body.provider)?;
-    crate::apps::check_destination(&state, "$.refresh_url", &body.refresh_url)?;
-    if !(0..=1_000_000).contains(&body.api_version) {
-        return Err(ApiError::invalid_request("api_version must be 0 or more"));
-    }
-    let signing_secret = hex_string(random_bytes::<32>());
-    let provider = NewProvider {
-        provider: body.provider.clone(),
+    let input = NewProviderInput {
+        provider: body.provider,
         refresh_url: body.refresh_url,
         system_app: body.system_app,
         api_version: body.api_version,
-        signing_secret: state.engine.seal_signing_secret(&signing_secret),
     };
-    let (key, record) = new_key(&state, KeyKind::Provider, &body.provider);
-    match state
-        .engine
-        .store()
-        .insert_provider(&provider, Some(&record))
-        .await
-    {
-        Err(StoreError::Exists) => return Err(exists("a provider with this name")),
-        other => other.map_err(EngineError::from)?,
-    };
+    let created = state.engine.admin().create_provider(&caller, input).await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"provider": body.provider, "provider_key": key, "signing_secret": signing_secret}),
-        ),
+        Json(json!({
+            "provider": created.provider,
+            "provider_key": created.provider_key,
+            "signing_secret": created.signing_secret,
+        })),
     ))
-}
-
-fn hex_string(bytes: [u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -152,34 +76,17 @@ pub struct MarketBody {
 /// F10: the app market's interval for a provider's forms (`null` clears it).
 pub async fn set_market_update_duration(
     State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Path(provider): Path<String>,
     Body(body): Body<MarketBody>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(KeyKind::Operator)?;
-    if let Some(d) = body.update_duration {
-        if !(1..=336).contains(&d) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_update_duration",
-                "update_duration must be 1 to 336 (half-hours), or null",
-            ));
-        }
-    }
-    let store = state.engine.store();
-    let mut record = store
-        .get_provider(&provider)
-        .await
-        .map_err(EngineError::from)?
-        .ok_or(ApiError::not_found("not_found"))?;
-    record.market_update_duration = body.update_duration;
-    store
-        .update_provider(&record)
-        .await
-        .map_err(EngineError::from)?;
-    state.engine.replan_provider(&record).await?;
+    let set = state
+        .engine
+        .admin()
+        .set_market_update_duration(&caller, &provider, body.update_duration)
+        .await?;
     Ok(Json(
-        json!({"provider": provider, "update_duration": body.update_duration}),
+        json!({"provider": set.provider, "update_duration": set.update_duration}),
     ))
 }
 
@@ -193,24 +100,17 @@ pub struct NewDeviceBody {
 
 pub async fn create_device(
     State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Body(body): Body<NewDeviceBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(KeyKind::Operator)?;
-    check_id("device_id", &body.device_id)?;
-    check_id("user_id", &body.user_id)?;
-    let (key, record) = new_key(&state, KeyKind::Device, &body.device_id);
-    match state
+    let device = state
         .engine
-        .create_device(&body.device_id, &body.user_id, &body.zone, &record)
-        .await
-    {
-        Err(EngineError::Exists(_)) => return Err(exists("a device with this device_id")),
-        other => other?,
-    }
+        .admin()
+        .create_device(&caller, &body.device_id, &body.user_id, &body.zone)
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"device_id": body.device_id, "device_key": key})),
+        Json(json!({"device_id": device.device_id, "device_key": device.device_key})),
     ))
 }
 
@@ -223,91 +123,45 @@ pub struct RotateSecretBody {
     overlap_minutes: Option<i64>,
 }
 
-/// Longest overlap of a rotated signing secret with its successor.
-const MAX_SECRET_OVERLAP_MINUTES: i64 = 7 * 24 * 60;
-
 /// Issues a new signing secret for a provider. Until `previous_valid_until` deliveries
 /// carry a `v1=` signature under each secret, the new one first.
 pub async fn rotate_signing_secret(
     State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Path(provider): Path<String>,
     Body(body): Body<RotateSecretBody>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(KeyKind::Operator)?;
-    let minutes = body.overlap_minutes.unwrap_or(24 * 60);
-    if !(0..=MAX_SECRET_OVERLAP_MINUTES).contains(&minutes) {
-        return Err(ApiError::invalid_request(format!(
-            "overlap_minutes must be 0 to {MAX_SECRET_OVERLAP_MINUTES}"
-        )));
-    }
-    let (secret, until) = state
+    let rotated = state
         .engine
-        .rotate_signing_secret(&provider, minutes * 60_000)
+        .admin()
+        .rotate_signing_secret(&caller, &provider, body.overlap_minutes)
         .await?;
     Ok(Json(json!({
-        "provider": provider,
-        "signing_secret": secret,
-        "previous_valid_until": until.to_timestamp().map(|t| t.to_string()),
+        "provider": rotated.provider,
+        "signing_secret": rotated.signing_secret,
+        "previous_valid_until": rfc3339(rotated.previous_valid_until),
     })))
 }
 
 /// Issues a new key for a principal; the old one answers 401 from then on.
 pub async fn rotate_key(
     State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Path((collection, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(KeyKind::Operator)?;
-    let store = state.engine.store();
-    let (kind, field, exists) = match collection.as_str() {
-        "apps" => (
-            KeyKind::App,
-            "developer_key",
-            store
-                .get_app(&id)
-                .await
-                .map_err(EngineError::from)?
-                .is_some(),
-        ),
-        "providers" => (
-            KeyKind::Provider,
-            "provider_key",
-            store
-                .get_provider(&id)
-                .await
-                .map_err(EngineError::from)?
-                .is_some(),
-        ),
-        "devices" => (
-            KeyKind::Device,
-            "device_key",
-            store
-                .get_device(&id)
-                .await
-                .map_err(EngineError::from)?
-                .is_some(),
-        ),
+    let (kind, field) = match collection.as_str() {
+        "apps" => (KeyKind::App, "developer_key"),
+        "providers" => (KeyKind::Provider, "provider_key"),
+        "devices" => (KeyKind::Device, "device_key"),
         _ => return Err(ApiError::not_found("not_found")),
     };
-    if !exists {
-        return Err(ApiError::not_found("not_found"));
-    }
-    let key = new_api_key(kind);
-    let record = KeyRecord {
-        key_hash: hash_key(&key),
-        kind,
-        principal: id.clone(),
-        created_at: state.engine.now().as_millis(),
-    };
-    store
-        .rotate_key(&record, state.engine.now().as_millis())
-        .await
-        .map_err(EngineError::from)?;
+    let rotated = state.engine.admin().rotate_key(&caller, kind, &id).await?;
     // The old key answers 401 from now on, so what it opened ends now too.
-    let ended = state.streams.end_streams_of(kind, &id, &record.key_hash);
+    let ended = state
+        .streams
+        .end_streams_of(kind, &rotated.id, &rotated.key_hash);
     if ended > 0 {
         tracing::info!(ended, "key rotated: its open event streams were ended");
     }
-    Ok(Json(json!({"id": id, field: key})))
+    Ok(Json(json!({"id": rotated.id, field: rotated.key})))
 }

@@ -1,6 +1,7 @@
-//! Authentication: `Authorization: Bearer <key>`, checked before a body is read.
-//! Keys are looked up by their hash and the hash compared in constant time; the kind
-//! named by the key's prefix must match the kind stored with it.
+//! Authentication: `Authorization: Bearer <key>`, checked before a body is read. The
+//! key's prefix must name a kind the route accepts; the engine then looks the key up
+//! (`access().authenticate`) and the [`refreshd_engine::Caller`] it answers is what handlers pass to
+//! commands.
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -9,30 +10,9 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use refreshd_engine::secrets::{hash_key, kind_of_key};
-use refreshd_store::KeyKind;
+use refreshd_engine::secrets::kind_of_key;
+use refreshd_engine::KeyKind;
 use std::num::NonZeroU32;
-use subtle::ConstantTimeEq;
-
-/// Who is calling.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    pub kind: KeyKind,
-    /// The app id, provider name, device id, or "operator".
-    pub id: String,
-    pub key_hash: Vec<u8>,
-}
-
-impl Principal {
-    /// Rejects callers of another kind with 401, as api.md says for a wrong kind of key.
-    pub fn require(&self, kind: KeyKind) -> Result<&str, ApiError> {
-        if self.kind == kind {
-            Ok(&self.id)
-        } else {
-            Err(ApiError::unauthorized())
-        }
-    }
-}
 
 /// How a kind of key is named to callers, with its prefix.
 pub fn key_kind_name(kind: KeyKind) -> &'static str {
@@ -93,11 +73,10 @@ pub async fn authenticate(
             )));
         }
     }
-    let key_hash = hash_key(key);
-    let record = state
+    let caller = state
         .engine
-        .store()
-        .find_key(&key_hash)
+        .access()
+        .authenticate(key)
         .await
         .map_err(|_| {
             ApiError::new(
@@ -107,11 +86,7 @@ pub async fn authenticate(
             )
         })?
         .ok_or_else(|| refuse("the key is not valid"))?;
-    let same_hash: bool = record.key_hash.ct_eq(&key_hash).into();
-    if !same_hash || record.kind != claimed_kind {
-        return Err(refuse("the key is not valid"));
-    }
-    if let Err(not_until) = state.rate_limiter.check_key(&key_hash) {
+    if let Err(not_until) = state.rate_limiter.check_key(&caller.key_hash) {
         let wait = not_until.wait_time_from(governor::clock::Clock::now(
             &governor::clock::DefaultClock::default(),
         ));
@@ -123,10 +98,6 @@ pub async fn authenticate(
         error.retry_after_seconds = Some(wait.as_secs_f64().ceil() as i64);
         return Err(error);
     }
-    request.extensions_mut().insert(Principal {
-        kind: record.kind,
-        id: record.principal,
-        key_hash,
-    });
+    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }

@@ -1,14 +1,14 @@
-//! Device settings: network reports (F16) and time zone (F23a).
+//! Device settings: network reports (F16) and time zone (F23a), through
+//! `engine.device()`.
 
-use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
+use refreshd_engine::Caller;
 use refreshd_rules::Instant;
-use refreshd_store::KeyKind;
 use serde::Deserialize;
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -22,10 +22,9 @@ pub struct NetworkBody {
 /// F16: a device reports an outage after it ends, so `since` says when it went offline.
 pub async fn report_network(
     State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Body(body): Body<NetworkBody>,
 ) -> ApiResult<StatusCode> {
-    let device_id = caller.require(KeyKind::Device)?;
     let since = match body.since {
         None => None,
         Some(text) => {
@@ -37,7 +36,8 @@ pub async fn report_network(
     };
     state
         .engine
-        .report_network(device_id, body.online, since)
+        .device()
+        .report_network(&caller, body.online, since)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -51,10 +51,9 @@ pub struct ZoneBody {
 /// F23a.
 pub async fn set_zone(
     State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     Body(body): Body<ZoneBody>,
 ) -> ApiResult<StatusCode> {
-    let device_id = caller.require(KeyKind::Device)?;
-    state.engine.set_zone(device_id, &body.zone).await?;
+    state.engine.device().set_zone(&caller, &body.zone).await?;
     Ok(StatusCode::NO_CONTENT)
 }

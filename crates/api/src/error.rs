@@ -2,10 +2,9 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use refreshd_engine::EngineError;
+use refreshd_engine::{EngineError, StoreError};
 use refreshd_rules::form_config::{ConfigIssue, Severity};
 use refreshd_rules::RuleError;
-use refreshd_store::StoreError;
 use serde_json::json;
 
 #[derive(Debug)]
@@ -78,9 +77,28 @@ impl From<EngineError> for ApiError {
                 details: details.iter().map(issue_json).collect(),
                 ..ApiError::new(StatusCode::BAD_REQUEST, code, message)
             },
-            EngineError::Exists(code) => {
-                ApiError::new(StatusCode::CONFLICT, code, "already exists")
+            EngineError::Destination {
+                path,
+                message,
+                hint,
+            } => {
+                let mut error =
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_url", message.clone());
+                error.details.push(json!({
+                    "path": path,
+                    "code": "invalid_url",
+                    "message": message,
+                    "hint": hint,
+                }));
+                error
             }
+            EngineError::TooLarge(message) => ApiError::too_large(message),
+            EngineError::Exists(what) => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                format!("{what} already exists"),
+            ),
+            EngineError::Unauthorized => ApiError::unauthorized(),
             EngineError::Store(StoreError::NotFound) => ApiError::not_found("not_found"),
             EngineError::Store(StoreError::Exists) => {
                 ApiError::new(StatusCode::CONFLICT, "exists", "already exists")

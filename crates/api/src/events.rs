@@ -8,7 +8,6 @@
 //! fleet at its next wake, when the key is looked up again) and when the service shuts
 //! down, so that shutdown never waits for a client that would listen forever.
 
-use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::streams::StreamTicket;
 use crate::AppState;
@@ -17,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use futures_util::stream::{self, Stream};
-use refreshd_store::KeyKind;
+use refreshd_engine::{Caller, KeyKind};
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -34,7 +33,7 @@ impl Drop for ClientGauge {
 struct Cursor {
     _gauge: ClientGauge,
     ticket: StreamTicket,
-    key_hash: Vec<u8>,
+    caller: Caller,
     state: AppState,
     device_id: String,
     last_id: i64,
@@ -44,7 +43,7 @@ struct Cursor {
 
 pub async fn events(
     State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let device_id = caller.require(KeyKind::Device)?.to_string();
@@ -72,8 +71,8 @@ pub async fn events(
     let cursor = Cursor {
         _gauge: ClientGauge,
         ticket,
-        key_hash: caller.key_hash.clone(),
-        notices: state.engine.subscribe_host_events(),
+        notices: state.engine.events().subscribe(),
+        caller,
         state,
         device_id,
         last_id,
@@ -90,16 +89,16 @@ pub async fn events(
             match cursor
                 .state
                 .engine
-                .store()
-                .events_after(&cursor.device_id, cursor.last_id, 100)
+                .events()
+                .read(&cursor.caller, cursor.last_id, 100)
                 .await
             {
                 Ok(rows) if !rows.is_empty() => {
                     for row in rows {
-                        cursor.last_id = row.event_id;
+                        cursor.last_id = row.id;
                         cursor.pending.push_back(
                             Event::default()
-                                .id(row.event_id.to_string())
+                                .id(row.id.to_string())
                                 .event(row.kind)
                                 .data(row.payload),
                         );
@@ -127,7 +126,13 @@ pub async fn events(
             }
             // A key rotated through another node of a fleet is noticed here. A store
             // error keeps the stream: the next wake looks again.
-            if let Ok(None) = cursor.state.engine.store().find_key(&cursor.key_hash).await {
+            if let Ok(false) = cursor
+                .state
+                .engine
+                .access()
+                .key_is_current(&cursor.caller)
+                .await
+            {
                 return None;
             }
         }

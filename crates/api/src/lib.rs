@@ -4,7 +4,9 @@
 //! records it in the OpenAPI document served at `/v1/openapi.json`, so the document
 //! cannot miss a route. Requests pass [`auth::authenticate`] (key checked before the body
 //! is read, per-key rate limit) and reach the handlers in [`admin`], [`apps`], [`forms`],
-//! [`device`] and [`events`], which call the engine. Errors use one shape ([`error`]).
+//! [`device`] and [`events`]. A handler reads its request, calls one engine command
+//! with the authenticated caller, and writes the view the command answers as JSON; the
+//! API never reads the store or the fetcher itself. Errors use one shape ([`error`]).
 
 pub mod admin;
 pub mod apps;
@@ -23,8 +25,7 @@ use axum::http::{Method, StatusCode};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{middleware, Json, Router};
 use governor::DefaultKeyedRateLimiter;
-use refreshd_engine::Engine;
-use refreshd_store::KeyKind;
+use refreshd_engine::{Engine, KeyKind};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -503,12 +504,12 @@ fn document_additions(paths: &mut Map<String, Value>) {
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.engine.store().ping().await {
+    match state.engine.access().health().await {
         // `now` is the engine's clock (warped under --time-warp), for operators and tests.
         Ok(()) => (
             StatusCode::OK,
             Json(
-                json!({"status": "ok", "now": state.engine.now().to_timestamp().map(|t| t.to_string())}),
+                json!({"status": "ok", "now": refreshd_engine::wire::rfc3339(state.engine.now())}),
             ),
         ),
         Err(_) => (

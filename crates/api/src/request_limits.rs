@@ -3,7 +3,6 @@
 //! number of requests in progress. Both run after authentication (a key is checked
 //! before any body is read) and before the handler.
 
-use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::MAX_REQUEST_BYTES;
 use axum::body::Body;
@@ -11,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use refreshd_engine::Caller as Principal;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

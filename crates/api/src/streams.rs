@@ -1,7 +1,7 @@
 //! The open SSE streams of this process, by principal: capped per key, ended when their
 //! key is rotated, and ended all at once when the service shuts down.
 
-use refreshd_store::KeyKind;
+use refreshd_engine::KeyKind;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

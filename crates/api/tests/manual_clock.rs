@@ -27,6 +27,8 @@ struct World {
     deliveries: Arc<Mutex<Vec<(String, String, String)>>>,
     refresh_url: String,
     engine: Arc<Engine>,
+    /// The engine's store, for what a test reads underneath the API.
+    store: Arc<dyn Store>,
     _stop: watch::Sender<bool>,
 }
 
@@ -100,6 +102,7 @@ impl World {
             deliveries,
             refresh_url,
             engine,
+            store,
             _stop: stop,
         }
     }
@@ -461,13 +464,7 @@ async fn f1_config_limits_answer_with_their_path_and_parsed_definitions_are_cach
 
     // Adds read the definitions from the cache while the config is unchanged, and see a
     // new upload at once.
-    let record = world
-        .engine
-        .store()
-        .get_provider("p")
-        .await
-        .unwrap()
-        .unwrap();
+    let record = world.store.get_provider("p").await.unwrap().unwrap();
     let first = world.engine.definitions(&record).await.unwrap();
     let again = world.engine.definitions(&record).await.unwrap();
     assert!(Arc::ptr_eq(&first, &again), "the config was read again");
@@ -480,13 +477,7 @@ async fn f1_config_limits_answer_with_their_path_and_parsed_definitions_are_cach
         )
         .await;
     assert_eq!(status, 200);
-    let record = world
-        .engine
-        .store()
-        .get_provider("p")
-        .await
-        .unwrap()
-        .unwrap();
+    let record = world.store.get_provider("p").await.unwrap().unwrap();
     let after_upload = world.engine.definitions(&record).await.unwrap();
     assert_eq!(after_upload.len(), 2);
     assert!(Arc::ptr_eq(

@@ -28,7 +28,8 @@ struct World {
     api: SocketAddr,
     operator: String,
     client: reqwest::Client,
-    engine: Arc<Engine>,
+    /// The engine's fetcher, as `refreshd serve` holds it to name its own listeners.
+    fetcher: Arc<Fetcher>,
     _stop: watch::Sender<bool>,
 }
 
@@ -54,7 +55,7 @@ impl World {
         let engine = Engine::new(
             store.clone(),
             Arc::new(SystemClock) as Arc<dyn Clock>,
-            fetcher,
+            fetcher.clone(),
             TokenSealer::new(&SecretKey([3; 32])),
             settings,
         );
@@ -71,18 +72,18 @@ impl World {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = listener.local_addr().unwrap();
         // As `refreshd serve` does once its listeners are bound.
-        engine.fetcher().set_own_listeners(vec![api]).unwrap();
+        fetcher.set_own_listeners(vec![api]).unwrap();
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(engine.clone().run(stopped.clone()));
         tokio::spawn(engine.clone().run_deliveries(stopped));
-        let app = refreshd_api::router(engine.clone(), 10_000, 10_000);
+        let app = refreshd_api::router(engine, 10_000, 10_000);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         World {
             base: format!("http://{api}"),
             api,
             operator,
             client: reqwest::Client::new(),
-            engine,
+            fetcher,
             _stop: stop,
         }
     }
@@ -303,8 +304,7 @@ async fn refreshd_never_delivers_to_or_fetches_from_its_own_api() {
     // By name, at send time: the engine's fetcher refuses it the same way.
     let by_name = format!("http://localhost:{}/v1/openapi.json", world.api.port());
     let failure = world
-        .engine
-        .fetcher()
+        .fetcher
         .send(refreshd_fetch::Outbound {
             method: reqwest::Method::GET,
             url: &by_name,

@@ -3,10 +3,10 @@
 //! port with a temporary SQLite store. Prints figures; asserts nothing.
 
 use anyhow::Result;
-use refreshd_engine::secrets::{hash_key, new_api_key, SecretKey, TokenSealer};
-use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock};
+use refreshd_engine::secrets::{SecretKey, TokenSealer};
+use refreshd_engine::{Caller, Clock, Engine, EngineSettings, KeyKind, SystemClock};
 use refreshd_fetch::{DestinationPolicy, FetchLimits, Fetcher};
-use refreshd_store::{KeyKind, KeyRecord, SqliteStore, Store};
+use refreshd_store::{SqliteStore, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,16 +71,17 @@ pub async fn run(seconds: u64) -> Result<()> {
         EngineSettings::default(),
     );
     let mut keys = Vec::new();
+    let operator = Caller {
+        kind: KeyKind::Operator,
+        id: "operator".into(),
+        key_hash: Vec::new(),
+    };
     for device in ["loud", "quiet"] {
-        let key = new_api_key(KeyKind::Device);
-        let record = KeyRecord {
-            key_hash: hash_key(&key),
-            kind: KeyKind::Device,
-            principal: device.into(),
-            created_at: 0,
-        };
-        engine.create_device(device, device, "UTC", &record).await?;
-        keys.push(key);
+        let created = engine
+            .admin()
+            .create_device(&operator, device, device, "UTC")
+            .await?;
+        keys.push(created.device_key);
     }
     let app = refreshd_api::router(engine, LIMIT_PER_SECOND, BURST);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -1,26 +1,26 @@
-//! The engine: the only place that reads a clock. It wakes subjects when the rules asked,
-//! applies API inputs, and for every change commits the subject's new state together
-//! with the decisions it caused before anything is carried out.
+//! The engine's core: its parts (store, clock, fetcher, sealer), the due-index, and the
+//! one way a subject changes: `with_device` / `with_pair` load it, run the rules, commit
+//! the new state together with the decisions it caused before anything is carried out,
+//! and re-plan it; a change that lost a race with another writer runs again on fresh
+//! state. The commands (`crate::commands`) and the loops (`crate::run`) change subjects
+//! only through them.
 
 use crate::clock::Clock;
 use crate::due::DueIndex;
 use crate::error::EngineError;
 use crate::secrets::{random_bytes, TokenSealer};
 use crate::transport::Transport;
+use crate::wire;
 use refreshd_fetch::Fetcher;
-use refreshd_rules::device::{DeviceSettings, NewForm};
+use refreshd_rules::device::DeviceSettings;
 use refreshd_rules::form_config::{check_document, ConfigReport, FormDefinition, LintContext};
 use refreshd_rules::periodic::{App, FetchOrder, FetchPair};
-use refreshd_rules::{
-    Device, DeviceInput, FormDecision, FormId, Instant, ProviderId, ProviderTraits, RefreshPlan,
-    RuleError, Trigger,
-};
+use refreshd_rules::{Device, FormDecision, FormId, Instant, ProviderTraits, RefreshPlan, Trigger};
 use refreshd_store::{
-    DecisionNote, DeviceCommit, DeviceRecord, FormRecord, KeyRecord, NewDelivery, NewEvent,
-    PairCommit, PairRecord, ProviderRecord, Store, StoreError, SubjectKey,
+    DecisionNote, DeviceCommit, FormRecord, NewDelivery, NewEvent, PairCommit, PairRecord,
+    ProviderRecord, Store, SubjectKey,
 };
-use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, Notify};
 
@@ -110,17 +110,35 @@ struct ParsedConfig {
     definitions: Arc<[FormDefinition]>,
 }
 
-/// How many placed forms of each definition a config upload removes (F23a), by name.
-pub type RemovedForms = BTreeMap<String, usize>;
-
 /// Reads a config whose size is bounded by the rules (`MAX_CONFIG_BYTES`); called on a
 /// blocking thread because a large one takes milliseconds of CPU.
 pub fn parse_form_config(text: &str, system_app: bool) -> ConfigReport<Vec<FormDefinition>> {
     check_document(text, LintContext { system_app })
 }
 
-/// How often a change is retried when other writers keep winning.
-const CONFLICT_RETRIES: u32 = 8;
+/// How often a change is tried when other writers keep winning.
+pub(crate) const CONFLICT_RETRIES: u32 = 8;
+
+/// Counts the attempts of one change that may lose races with other writers (a node of
+/// the fleet, a launch beside a fetch): every retry loop asks it whether to go again,
+/// so they all stop after [`CONFLICT_RETRIES`] attempts and count each lost race.
+#[derive(Default)]
+pub(crate) struct ConflictRetries {
+    attempts: u32,
+}
+
+impl ConflictRetries {
+    /// Whether the attempt that gave `result` lost a race and may be run again on
+    /// fresh state.
+    pub(crate) fn again<T>(&mut self, result: &Result<T, EngineError>) -> bool {
+        self.attempts += 1;
+        let again = matches!(result, Err(e) if e.is_conflict()) && self.attempts < CONFLICT_RETRIES;
+        if again {
+            metrics::counter!("refreshd_commit_conflicts_total").increment(1);
+        }
+        again
+    }
+}
 
 /// A short random id with a readable prefix.
 pub fn new_id(prefix: &str) -> String {
@@ -177,51 +195,16 @@ impl Engine {
         self.sealer.seal_text(secret)
     }
 
-    /// Issues a new signing secret for `provider` and answers it with the instant until
-    /// which the secret it replaces still signs beside it (`overlap_ms` from now), so
-    /// the provider can switch without rejecting a delivery.
-    pub async fn rotate_signing_secret(
-        &self,
-        provider: &str,
-        overlap_ms: i64,
-    ) -> Result<(String, Instant), EngineError> {
-        let mut record = self
-            .store
-            .get_provider(provider)
-            .await?
-            .ok_or(EngineError::NotFound("not_found"))?;
-        let secret = hex::encode(random_bytes::<32>());
-        let until = self.now().plus_millis(overlap_ms);
-        let sealed = self.seal_signing_secret(&secret);
-        record.previous_signing_secret =
-            Some(std::mem::replace(&mut record.signing_secret, sealed));
-        record.previous_secret_until = Some(until.as_millis());
-        self.store.update_provider(&record).await?;
-        Ok((secret, until))
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    pub fn fetcher(&self) -> &Arc<Fetcher> {
-        &self.fetcher
-    }
-
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
 
     /// Device ids whose host events changed; an SSE stream re-reads the store for its own.
-    pub fn subscribe_host_events(&self) -> broadcast::Receiver<String> {
+    pub(crate) fn subscribe_host_events(&self) -> broadcast::Receiver<String> {
         self.host_events.subscribe()
     }
 
-    /// Tells SSE streams that `device_id` has new events in the store.
-    pub fn announce(&self, device_id: &str) {
-        self.announce_events(device_id);
-    }
-
+    /// Tells SSE streams, here and on the other nodes, that `device_id` has new events.
     pub(crate) fn announce_events(&self, device_id: &str) {
         let _ = self.host_events.send(device_id.to_string());
         // Other nodes of a fleet hear of it through the store; best effort, since SSE
@@ -286,42 +269,6 @@ impl Engine {
         lock.lock_owned().await
     }
 
-    // ---- devices ------------------------------------------------------------------
-
-    /// Creates a device in `zone` (T1), with its first key.
-    pub async fn create_device(
-        &self,
-        device_id: &str,
-        user_id: &str,
-        zone: &str,
-        key: &KeyRecord,
-    ) -> Result<(), EngineError> {
-        let zone = jiff::tz::TimeZone::get(zone).map_err(|_| {
-            EngineError::invalid(
-                "invalid_zone",
-                format!("\"{zone}\" is not an IANA time zone"),
-            )
-        })?;
-        let device = Device::new(zone, self.settings.device, self.now());
-        let record = DeviceRecord {
-            device_id: device_id.to_string(),
-            user_id: user_id.to_string(),
-            state: serde_json::to_string(&device).map_err(EngineError::corrupt)?,
-            version: 1,
-        };
-        self.store
-            .insert_device(
-                &record,
-                device.next_wakeup().map(Instant::as_millis),
-                Some(key),
-            )
-            .await
-            .map_err(|e| match e {
-                StoreError::Exists => EngineError::Exists("device_exists"),
-                other => other.into(),
-            })
-    }
-
     /// Loads a device, lets `change` apply inputs to it, and commits the new state with
     /// every decision (as deliveries and notes) in one transaction, even when `change`
     /// returns an error (the timers it ran first still count). When another writer (a
@@ -338,14 +285,11 @@ impl Engine {
         ) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let _guard = self.lock(SubjectKey::Device(device_id.to_string())).await;
-        let mut attempts = 0;
+        let mut retries = ConflictRetries::default();
         loop {
-            attempts += 1;
-            match self.try_device_change(device_id, &mut change).await {
-                Err(EngineError::Store(StoreError::Conflict)) if attempts < CONFLICT_RETRIES => {
-                    metrics::counter!("refreshd_commit_conflicts_total").increment(1);
-                }
-                other => return other,
+            let result = self.try_device_change(device_id, &mut change).await;
+            if !retries.again(&result) {
+                return result;
             }
         }
     }
@@ -451,7 +395,7 @@ impl Engine {
     }
 
     /// The definition and provider facts a new or re-planned form needs.
-    fn plan_for(provider: &ProviderRecord, definition: &FormDefinition) -> RefreshPlan {
+    pub(crate) fn plan_for(provider: &ProviderRecord, definition: &FormDefinition) -> RefreshPlan {
         RefreshPlan::new(
             definition,
             ProviderTraits {
@@ -493,7 +437,7 @@ impl Engine {
 
     /// Keeps definitions just read from `text` (a config upload reads it anyway), so the
     /// next add of one of its forms does not read it again.
-    pub fn remember_definitions(
+    pub(crate) fn remember_definitions(
         &self,
         provider: &str,
         text: Arc<str>,
@@ -513,138 +457,6 @@ impl Engine {
             );
     }
 
-    /// Adds a form of `provider`'s definition `form_name` to a device (F19, F22, F23),
-    /// and asks the provider for its initial data (trigger `add`, never counted).
-    pub async fn add_form(
-        &self,
-        device_id: &str,
-        provider_name: &str,
-        form_name: &str,
-        hidden: bool,
-    ) -> Result<String, EngineError> {
-        let provider = self
-            .store
-            .get_provider(provider_name)
-            .await?
-            .ok_or(EngineError::NotFound("form_definition_not_found"))?;
-        let definition = self
-            .definitions(&provider)
-            .await?
-            .iter()
-            .find(|d| d.name == form_name)
-            .cloned()
-            .ok_or(EngineError::NotFound("form_definition_not_found"))?;
-        let plan = Self::plan_for(&provider, &definition);
-        let form_num = self.store.next_form_num().await?;
-        let form_id = new_id("frm_");
-        let record = FormRecord {
-            form_id: form_id.clone(),
-            form_num,
-            device_id: device_id.to_string(),
-            provider: provider.provider.clone(),
-            form_name: form_name.to_string(),
-            created_at: self.now().as_millis(),
-        };
-        self.with_device(device_id, |device, now, out, extras| {
-            let input = DeviceInput::AddForm(NewForm {
-                id: FormId(form_num as u64),
-                provider: ProviderId(provider.provider_num as u32),
-                system_app: provider.system_app,
-                plan: Some(plan.clone()),
-                hidden,
-            });
-            device.apply(now, input, out)?;
-            extras
-                .deliveries
-                .push(delivery_for(&record, "add", &[], now));
-            extras.add_forms.push(record.clone());
-            Ok(())
-        })
-        .await?;
-        Ok(form_id)
-    }
-
-    /// Loads a form and checks it belongs to `device_id` (anything else is "not found").
-    pub async fn form_of_device(
-        &self,
-        form_id: &str,
-        device_id: &str,
-    ) -> Result<FormRecord, EngineError> {
-        self.form_owned_by(form_id, |form| form.device_id == device_id)
-            .await
-    }
-
-    /// Loads a form and checks it belongs to `provider`.
-    pub async fn form_of_provider(
-        &self,
-        form_id: &str,
-        provider: &str,
-    ) -> Result<FormRecord, EngineError> {
-        self.form_owned_by(form_id, |form| form.provider == provider)
-            .await
-    }
-
-    /// Forms that are not the caller's answer as if they did not exist (api.md).
-    async fn form_owned_by(
-        &self,
-        form_id: &str,
-        owns: impl Fn(&FormRecord) -> bool,
-    ) -> Result<FormRecord, EngineError> {
-        match self.store.get_form(form_id).await? {
-            Some(form) if owns(&form) => Ok(form),
-            _ => Err(EngineError::NotFound("form_not_found")),
-        }
-    }
-
-    /// F22: removes a form and tells the host.
-    pub async fn remove_form(&self, form: &FormRecord) -> Result<(), EngineError> {
-        self.with_device(&form.device_id, |device, now, out, extras| {
-            device.apply(
-                now,
-                DeviceInput::RemoveForm(FormId(form.form_num as u64)),
-                out,
-            )?;
-            extras.remove_forms.push(form.form_id.clone());
-            extras.events.push(form_removed_event(form, now));
-            Ok(())
-        })
-        .await
-    }
-
-    /// F19–F21: the host shows or hides a form. On show, data the provider sent while
-    /// the form was hidden is announced to the host.
-    pub async fn set_visibility(
-        &self,
-        form: &FormRecord,
-        visible: bool,
-    ) -> Result<(), EngineError> {
-        let id = FormId(form.form_num as u64);
-        self.with_device(&form.device_id, |device, now, out, _| {
-            let input = if visible {
-                DeviceInput::Show(id)
-            } else {
-                DeviceInput::Hide(id)
-            };
-            device.apply(now, input, out)?;
-            Ok(())
-        })
-        .await?;
-        if visible {
-            let now = self.now();
-            let device_id = form.device_id.clone();
-            let event_for =
-                move |data: &refreshd_store::FormData| form_data_event(data, &device_id, now);
-            if self
-                .store
-                .announce_pending_data(&form.form_id, &event_for)
-                .await?
-            {
-                self.announce_events(&form.device_id);
-            }
-        }
-        Ok(())
-    }
-
     /// Whether the host shows the form now (F19); data for a hidden form waits.
     pub(crate) async fn is_form_visible(&self, form: &FormRecord) -> Result<bool, EngineError> {
         Ok(self
@@ -654,168 +466,8 @@ impl Engine {
             .is_some_and(|f| f.is_visible()))
     }
 
-    /// The provider's own update of a form's data: announced to the host at once, or
-    /// when the form is next shown if it is hidden.
-    pub async fn provider_data(&self, form: &FormRecord, data: String) -> Result<(), EngineError> {
-        let visible = self.is_form_visible(form).await?;
-        let now = self.now();
-        let data = refreshd_store::FormData {
-            form_id: form.form_id.clone(),
-            data,
-            updated_at: now.as_millis(),
-            trigger: "provider".into(),
-        };
-        let event = visible.then(|| form_data_event(&data, &form.device_id, now));
-        self.store.put_form_data(&data, event.as_ref()).await?;
-        if visible {
-            self.announce_events(&form.device_id);
-        }
-        Ok(())
-    }
-
-    /// F13, F14: a provider asks for a refresh in `minutes`. Returns the due instant.
-    pub async fn set_next_refresh(
-        &self,
-        form: &FormRecord,
-        provider_num: i64,
-        minutes: i64,
-    ) -> Result<Instant, EngineError> {
-        self.with_device(&form.device_id, |device, now, out, _| {
-            let input = DeviceInput::SetNextRefresh {
-                form: FormId(form.form_num as u64),
-                caller: ProviderId(provider_num as u32),
-                minutes,
-            };
-            match device.apply(now, input, out)? {
-                refreshd_rules::Accepted::NextRefreshAt(at) => Ok(at),
-                refreshd_rules::Accepted::Done => {
-                    Err(EngineError::Rule(RuleError::InvalidNextRefresh { min: 5 }))
-                }
-            }
-        })
-        .await
-    }
-
-    /// F16: a network report. `since` is when the device went offline (for an
-    /// outage reported after it ended) or when it went offline now.
-    pub async fn report_network(
-        &self,
-        device_id: &str,
-        online: bool,
-        since: Option<Instant>,
-    ) -> Result<(), EngineError> {
-        self.with_device(device_id, |device, now, out, _| {
-            if let Some(since) = since {
-                if since > now {
-                    return Err(EngineError::invalid(
-                        "invalid_request",
-                        "\"since\" is in the future",
-                    ));
-                }
-                if device
-                    .last_network_report()
-                    .is_some_and(|last| since < last)
-                {
-                    return Err(EngineError::invalid(
-                        "invalid_request",
-                        "\"since\" is before the previous network report",
-                    ));
-                }
-            }
-            if online {
-                if let Some(since) = since {
-                    device.apply(since, DeviceInput::Offline, out)?;
-                }
-                device.apply(now, DeviceInput::Online, out)?;
-            } else {
-                device.apply(since.unwrap_or(now), DeviceInput::Offline, out)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// F23a: the device's zone changed.
-    pub async fn set_zone(&self, device_id: &str, zone: &str) -> Result<(), EngineError> {
-        let zone = jiff::tz::TimeZone::get(zone).map_err(|_| {
-            EngineError::invalid(
-                "invalid_zone",
-                format!("\"{zone}\" is not an IANA time zone"),
-            )
-        })?;
-        self.with_device(device_id, |device, now, out, _| {
-            device.apply(now, DeviceInput::SetZone(zone.clone()), out)?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// How many placed forms of each definition `definitions` would remove (F23a), for
-    /// a dry run of a config upload.
-    pub async fn forms_removed_by(
-        &self,
-        provider: &str,
-        definitions: &[FormDefinition],
-    ) -> Result<RemovedForms, EngineError> {
-        let mut removed = RemovedForms::new();
-        for form in self.store.forms_of_provider(provider).await? {
-            if !definitions.iter().any(|d| d.name == form.form_name) {
-                *removed.entry(form.form_name).or_default() += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// F23a: a provider's new `form_config.json` (already checked and stored) or market
-    /// interval takes effect: every form of the provider is re-planned, and forms whose
-    /// definition disappeared are removed. Returns how many were removed, by definition.
-    pub async fn replan_provider(
-        &self,
-        provider: &ProviderRecord,
-    ) -> Result<RemovedForms, EngineError> {
-        let definitions = self.definitions(provider).await?;
-        let mut removed = RemovedForms::new();
-        let forms = self.store.forms_of_provider(&provider.provider).await?;
-        let mut by_device: HashMap<String, Vec<FormRecord>> = HashMap::new();
-        for form in forms {
-            by_device
-                .entry(form.device_id.clone())
-                .or_default()
-                .push(form);
-        }
-        for (device_id, forms) in by_device {
-            // Counted from the attempt that committed: a change that lost a race runs again.
-            let removed_here = self
-                .with_device(&device_id, |device, now, out, extras| {
-                    let mut removed_here = Vec::new();
-                    for form in &forms {
-                        let id = FormId(form.form_num as u64);
-                        match definitions.iter().find(|d| d.name == form.form_name) {
-                            Some(definition) => {
-                                let plan = Self::plan_for(provider, definition);
-                                let _ =
-                                    device.apply(now, DeviceInput::Replan { form: id, plan }, out);
-                            }
-                            None => {
-                                let _ = device.apply(now, DeviceInput::RemoveForm(id), out);
-                                removed_here.push(form.form_name.clone());
-                                extras.remove_forms.push(form.form_id.clone());
-                                extras.events.push(form_removed_event(form, now));
-                            }
-                        }
-                    }
-                    Ok(removed_here)
-                })
-                .await?;
-            for name in removed_here {
-                *removed.entry(name).or_default() += 1;
-            }
-        }
-        Ok(removed)
-    }
-
     /// A device's state, for explanations.
-    pub async fn device_state(&self, device_id: &str) -> Result<Device, EngineError> {
+    pub(crate) async fn device_state(&self, device_id: &str) -> Result<Device, EngineError> {
         let record = self
             .store
             .get_device(device_id)
@@ -847,19 +499,15 @@ impl Engine {
             user_id: user_id.to_string(),
         };
         let _guard = self.lock(key.clone()).await;
-        let mut attempts = 0;
+        let mut retries = ConflictRetries::default();
         loop {
-            attempts += 1;
-            match self.try_pair_change(app, user_id, &mut change).await {
-                Ok((result, next)) => {
-                    self.plan(key, next);
-                    return Ok(result);
-                }
-                Err(EngineError::Store(StoreError::Conflict)) if attempts < CONFLICT_RETRIES => {
-                    metrics::counter!("refreshd_commit_conflicts_total").increment(1);
-                }
-                Err(other) => return Err(other),
+            let result = self.try_pair_change(app, user_id, &mut change).await;
+            if retries.again(&result) {
+                continue;
             }
+            let (result, next) = result?;
+            self.plan(key, next);
+            return Ok(result);
         }
     }
 
@@ -901,43 +549,6 @@ impl Engine {
         Ok((result, next))
     }
 
-    /// P6: the user launched the app.
-    pub async fn launch(&self, appid: &str, user_id: &str) -> Result<(), EngineError> {
-        let app = self.app(appid).await?;
-        self.with_pair(&app, user_id, |pair, _, now| {
-            pair.launch(now);
-            Ok(())
-        })
-        .await
-    }
-
-    /// P5: the user's token, sealed at rest.
-    pub async fn set_token(
-        &self,
-        appid: &str,
-        user_id: &str,
-        token: &str,
-    ) -> Result<(), EngineError> {
-        refreshd_rules::periodic::validate_token(token)?;
-        let app = self.app(appid).await?;
-        let sealed = self.sealer.seal(token);
-        self.with_pair(&app, user_id, |pair, record, _| {
-            pair.token_set();
-            record.token_sealed = Some(sealed.clone());
-            Ok(())
-        })
-        .await
-    }
-
-    /// P3, P10: after an app's setting changed, every pair's next fetch is planned again.
-    pub async fn replan_app(&self, app: &App) -> Result<(), EngineError> {
-        for record in self.store.all_pairs_of_app(app.appid()).await? {
-            self.with_pair(app, &record.user_id, |_, _, _| Ok(()))
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Orders a due fetch of a pair, if the rules say one is due.
     pub(crate) async fn order_due_fetch(
         &self,
@@ -968,59 +579,21 @@ impl Engine {
     }
 }
 
-/// The host event announcing a form's data (api.md: `event: form_data`).
-pub fn form_data_event(data: &refreshd_store::FormData, device_id: &str, at: Instant) -> NewEvent {
-    let updated_at = Instant::from_millis(data.updated_at)
-        .to_timestamp()
-        .map(|t| t.to_string());
-    let payload = json!({
-        "form_id": data.form_id,
-        "data": serde_json::from_str::<serde_json::Value>(&data.data).unwrap_or(serde_json::Value::Null),
-        "updated_at": updated_at,
-        "trigger": data.trigger,
-    });
-    NewEvent {
-        device_id: device_id.to_string(),
-        form_id: Some(data.form_id.clone()),
-        kind: "form_data".into(),
-        payload: payload.to_string(),
-        at: at.as_millis(),
-    }
-}
-
-/// The host event announcing that a form is gone (api.md: `event: form_removed`).
-fn form_removed_event(form: &FormRecord, at: Instant) -> NewEvent {
-    NewEvent {
-        device_id: form.device_id.clone(),
-        form_id: Some(form.form_id.clone()),
-        kind: "form_removed".into(),
-        payload: json!({"form_id": form.form_id}).to_string(),
-        at: at.as_millis(),
-    }
-}
-
 /// A delivery row for a refresh decision: the body is fixed now, so every retry sends
 /// the same bytes under the same id.
-fn delivery_for(form: &FormRecord, trigger: &str, deferred: &[&str], now: Instant) -> NewDelivery {
-    let body = json!({
-        "form_id": form.form_id,
-        "form_name": form.form_name,
-        "trigger": trigger,
-        "deferred": deferred,
-        "decided_at": now.to_timestamp().map(|t| t.to_string()),
-    });
+pub(crate) fn delivery_for(
+    form: &FormRecord,
+    trigger: &str,
+    deferred: &[&str],
+    now: Instant,
+) -> NewDelivery {
     NewDelivery {
         delivery_id: new_id("dlv_"),
         form_id: form.form_id.clone(),
         device_id: form.device_id.clone(),
         provider: form.provider.clone(),
-        body: body.to_string(),
+        body: wire::delivery_body(form, trigger, deferred, now),
         next_attempt_at: now.as_millis(),
         created_at: now.as_millis(),
     }
-}
-
-/// A decision in words, for the explain endpoint (the rules' own wording).
-pub fn describe_decision(decision: &FormDecision) -> String {
-    decision.to_string()
 }

@@ -19,8 +19,23 @@ pub enum EngineError {
         message: String,
         details: Vec<ConfigIssue>,
     },
+    /// A URL refreshd would never reach (P2, api.md): the field's JSON path, what is
+    /// wrong, and what would make it work.
+    #[error("{message}")]
+    Destination {
+        path: &'static str,
+        message: String,
+        hint: &'static str,
+    },
+    /// The input is larger than its limit.
     #[error("{0}")]
+    TooLarge(String),
+    /// What already exists, in words ("a device with this device_id").
+    #[error("{0} already exists")]
     Exists(&'static str),
+    /// The caller's key is of another kind, or its principal no longer exists.
+    #[error("a valid key of the right kind is required")]
+    Unauthorized,
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Stored state could not be read back; never caused by a request.
@@ -37,7 +52,17 @@ impl EngineError {
         }
     }
 
+    /// 400 `invalid_request`: the request itself is wrong.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::invalid("invalid_request", message)
+    }
+
     pub fn corrupt(error: impl std::fmt::Display) -> Self {
         EngineError::Corrupt(error.to_string())
+    }
+
+    /// Another writer changed the subject first; the change may be run again.
+    pub(crate) fn is_conflict(&self) -> bool {
+        matches!(self, EngineError::Store(StoreError::Conflict))
     }
 }

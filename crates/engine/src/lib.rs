@@ -8,21 +8,29 @@
 //!
 //! * [`clock`] — system time, time-warp, and a manual clock for tests;
 //! * [`engine::Engine`] — subjects, inputs, commits;
+//! * [`commands`] — one command per API operation, each answering a typed view;
+//! * [`wire`] — the JSON the engine itself stores or sends: host event payloads and
+//!   delivery bodies;
 //! * [`run`] — the wake-up loop, fetch execution, the delivery worker, each with a
 //!   step (`wake_due_once`, `execute_fetch`, `dispatch_deliveries`) that tests drive;
 //! * [`transport`] — the network boundary (the fetcher, or a stub);
 //! * [`secrets`] — API keys, sealed tokens, delivery signatures.
 
 pub mod clock;
+pub mod commands;
 pub mod due;
 pub mod engine;
 pub mod error;
 pub mod run;
 pub mod secrets;
 pub mod transport;
+pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock, WarpClock};
+pub use commands::Caller;
 pub use engine::{Engine, EngineSettings, TappedDecision};
 pub use error::EngineError;
+/// The store's kinds of key and its errors, as callers of commands meet them.
+pub use refreshd_store::{KeyKind, StoreError};
 pub use run::{DeliveryDispatcher, DispatchStep, DueFetch, FetchReport, WakeStep};
 pub use transport::Transport;

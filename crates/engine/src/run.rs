@@ -1,8 +1,9 @@
 //! The engine's loops: waking due subjects, carrying out fetches and deliveries.
 
-use crate::engine::{form_data_event, Engine, TappedDecision};
+use crate::engine::{ConflictRetries, Engine, TappedDecision};
 use crate::error::EngineError;
 use crate::secrets::sign_delivery_with;
+use crate::wire::form_data_event;
 use refreshd_fetch::{BlockReason, FetchFailure, Outbound};
 use refreshd_rules::periodic::{
     fetch_url, FetchAnswer, FetchCache, FetchOrder, FetchOutcome, Source,
@@ -262,22 +263,6 @@ impl Engine {
         }
     }
 
-    /// P11: fetches now and answers when the fetch is recorded.
-    pub async fn fetch_now(&self, appid: &str, user_id: &str) -> Result<FetchReport, EngineError> {
-        let app = self.app(appid).await?;
-        let order = self
-            .with_pair(&app, user_id, |pair, _, _| {
-                Ok(pair.fetch_now(&app, user_id)?)
-            })
-            .await?;
-        self.execute_fetch(DueFetch {
-            appid: appid.to_string(),
-            user_id: user_id.to_string(),
-            order,
-        })
-        .await
-    }
-
     /// Carries out an ordered fetch and records its outcome (P8, P9, P13, P14).
     pub async fn execute_fetch(&self, fetch: DueFetch) -> Result<FetchReport, EngineError> {
         let DueFetch {
@@ -406,12 +391,11 @@ impl Engine {
             },
             log,
         };
-        let mut attempts = 0;
+        let mut retries = ConflictRetries::default();
         let (time_stamp, next) = loop {
-            attempts += 1;
-            match self.record_fetch(&app, user_id, &completion).await {
-                Err(EngineError::Store(refreshd_store::StoreError::Conflict)) if attempts < 8 => {}
-                other => break other?,
+            let result = self.record_fetch(&app, user_id, &completion).await;
+            if !retries.again(&result) {
+                break result?;
             }
         };
         self.plan(

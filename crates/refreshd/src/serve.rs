@@ -225,7 +225,13 @@ async fn serve(settings: Settings) -> Result<()> {
         poll_interval_ms: on_clock(settings.poll_interval),
         delivery_lease_ms: on_clock(deadline * 2),
     };
-    let engine = Engine::new(store.clone(), clock, fetcher, sealer, engine_settings);
+    let engine = Engine::new(
+        store.clone(),
+        clock,
+        fetcher.clone(),
+        sealer,
+        engine_settings,
+    );
     let planned = engine.load_due_index().await?;
     // Other nodes' host events reach this node's SSE streams (PostgreSQL NOTIFY).
     let forward_store = store.clone();
@@ -246,7 +252,7 @@ async fn serve(settings: Settings) -> Result<()> {
         .into_iter()
         .filter(|address| address.port() != 0)
         .collect();
-    engine.fetcher().set_own_listeners(own_listeners)?;
+    fetcher.set_own_listeners(own_listeners)?;
     // Printed on stdout so scripts and tests can wait for it.
     println!("listening on http://{local}");
     println!("metrics on http://{}/metrics", settings.metrics_listen);

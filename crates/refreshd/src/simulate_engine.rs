@@ -13,7 +13,7 @@ use refreshd_engine::engine::parse_form_config;
 use refreshd_engine::secrets::{SecretKey, TokenSealer};
 use refreshd_engine::transport::TransportFuture;
 use refreshd_engine::{
-    Engine, EngineError, EngineSettings, ManualClock, TappedDecision, Transport,
+    Caller, Engine, EngineError, EngineSettings, ManualClock, TappedDecision, Transport,
 };
 use refreshd_fetch::{
     DestinationPolicy, FetchFailure, FetchLimits, FetchResult, Fetcher, Inbound, Outbound,
@@ -23,7 +23,7 @@ use refreshd_rules::{Instant, RuleError};
 use refreshd_simulate::run::answer;
 use refreshd_simulate::scenario::{Action, Event, Origin, OriginStatus};
 use refreshd_simulate::{Record, RecordKind, Scenario};
-use refreshd_store::{KeyKind, KeyRecord, NewProvider, SqliteStore, Store};
+use refreshd_store::{KeyKind, NewProvider, SqliteStore, Store};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
@@ -32,6 +32,15 @@ use std::time::{Duration, SystemTime};
 
 /// The one device of a scenario.
 const DEVICE: &str = "device";
+
+/// Who the driver calls the engine's commands as: the API would take it from a key.
+fn as_caller(kind: KeyKind, id: &str) -> Caller {
+    Caller {
+        kind,
+        id: id.to_string(),
+        key_hash: Vec::new(),
+    }
+}
 
 /// Runs `scenario` through the engine and returns its records, as `Simulation::run`.
 pub fn run(scenario: &Scenario) -> Result<Vec<Record>> {
@@ -132,7 +141,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// scenario form carries its own config and provider traits.
 struct PlacedDefinition {
     provider: String,
-    provider_num: i64,
     /// `None` when the provider's config upload was refused (F5).
     name: Option<String>,
 }
@@ -186,14 +194,14 @@ impl<'s> EngineDriver<'s> {
             settings,
         );
         let decisions = engine.tap_decisions();
-        let key = KeyRecord {
-            key_hash: vec![0; 32],
-            kind: KeyKind::Device,
-            principal: DEVICE.into(),
-            created_at: scenario.start.as_millis(),
-        };
         engine
-            .create_device(DEVICE, "user", &scenario.zone_name, &key)
+            .admin()
+            .create_device(
+                &as_caller(KeyKind::Operator, "operator"),
+                DEVICE,
+                "user",
+                &scenario.zone_name,
+            )
             .await?;
         let mut definitions = Vec::new();
         for (index, entry) in scenario.forms.iter().enumerate() {
@@ -222,11 +230,7 @@ impl<'s> EngineDriver<'s> {
             record.market_update_duration = entry.traits.market_update_duration;
             record.form_config = name.is_some().then_some(text);
             store.update_provider(&record).await?;
-            definitions.push(PlacedDefinition {
-                provider,
-                provider_num: record.provider_num,
-                name,
-            });
+            definitions.push(PlacedDefinition { provider, name });
         }
         for (appid, app) in &scenario.apps {
             store
@@ -336,11 +340,13 @@ impl<'s> EngineDriver<'s> {
         }
     }
 
-    /// The engine's form record for a scenario form id, as the API would look it up
-    /// (a form that is not live answers `form_not_found`).
-    async fn form(&self, form: &str) -> Result<refreshd_store::FormRecord, EngineError> {
-        let id = self.live.get(form).map_or("frm_not_placed", String::as_str);
-        self.engine.form_of_device(id, DEVICE).await
+    /// The engine's form id for a scenario form id (one that is not live answers
+    /// `form_not_found` from the command, as the API would).
+    fn form(&self, form: &str) -> String {
+        self.live
+            .get(form)
+            .cloned()
+            .unwrap_or_else(|| "frm_not_placed".to_string())
     }
 
     async fn apply(&mut self, at: Instant, event: &Event) -> Result<()> {
@@ -375,6 +381,7 @@ impl<'s> EngineDriver<'s> {
     /// One event as the API calls it.
     async fn call(&mut self, at: Instant, action: &Action) -> Result<(), EngineError> {
         let engine = self.engine.clone();
+        let device = as_caller(KeyKind::Device, DEVICE);
         match action {
             Action::AddForm { form, hidden } => {
                 // The service mints form ids, so "add the id that is present" has no API
@@ -390,51 +397,62 @@ impl<'s> EngineDriver<'s> {
                     return Err(RuleError::InvalidConfig.into());
                 };
                 let id = engine
+                    .forms()
                     .add_form(
-                        DEVICE,
+                        &device,
                         &definition.provider,
                         name,
                         hidden.unwrap_or(entry.hidden),
                     )
-                    .await?;
+                    .await?
+                    .form_id;
                 self.live.insert(form.clone(), id.clone());
                 self.names.insert(id, form.clone());
             }
             Action::RemoveForm(form) => {
-                let record = self.form(form).await?;
-                engine.remove_form(&record).await?;
+                engine
+                    .forms()
+                    .remove_form(&device, &self.form(form))
+                    .await?;
                 self.live.remove(form);
             }
             Action::Hide(form) | Action::Show(form) => {
-                let record = self.form(form).await?;
                 let visible = matches!(action, Action::Show(_));
-                engine.set_visibility(&record, visible).await?;
+                engine
+                    .forms()
+                    .set_visibility(&device, &self.form(form), visible)
+                    .await?;
             }
             Action::Offline | Action::Online => {
                 let online = matches!(action, Action::Online);
-                engine.report_network(DEVICE, online, None).await?;
+                engine
+                    .device()
+                    .report_network(&device, online, None)
+                    .await?;
             }
             Action::SetNextRefresh {
                 form,
                 minutes,
                 caller,
             } => {
-                let record = self.form(form).await?;
                 let index = self.form_index(form)?;
                 let entry = &self.scenario.forms[index];
-                // The caller's provider number, as the API reads it from the caller's key:
-                // the form's own provider, or one that is not the form's (F13).
-                let caller_num = match caller {
-                    Some(caller) if *caller != entry.provider => i64::from(u32::MAX),
-                    _ => self.definitions[index].provider_num,
-                };
+                // The API answers another provider's form as absent (404); the rules,
+                // and so the scenario's output, name it `not_form_owner` (F13).
+                if !self.live.contains_key(form) {
+                    return Err(RuleError::FormNotFound.into());
+                }
+                if caller.as_ref().is_some_and(|c| *c != entry.provider) {
+                    return Err(RuleError::NotFormOwner.into());
+                }
+                let provider = as_caller(KeyKind::Provider, &self.definitions[index].provider);
                 engine
-                    .set_next_refresh(&record, caller_num, *minutes)
+                    .forms()
+                    .set_next_refresh(&provider, &self.form(form), *minutes)
                     .await?;
             }
             Action::Launch { app, user } => engine.launch(app, user).await?,
             Action::SetToken { app, user, token } => {
-                engine.app(app).await?;
                 engine.set_token(app, user, token).await?;
             }
             Action::SetGray {
@@ -450,7 +468,8 @@ impl<'s> EngineDriver<'s> {
                 engine.replan_app(&stored).await?;
             }
             Action::FetchNow { app, user } => {
-                let report = engine.fetch_now(app, user).await?;
+                let developer = as_caller(KeyKind::App, app);
+                let report = engine.apps().fetch_now(&developer, app, user).await?;
                 self.record_fetch(at, app.clone(), user.clone(), report.gray, report.outcome)
                     .map_err(EngineError::corrupt)?;
             }

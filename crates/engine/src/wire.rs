@@ -1,0 +1,143 @@
+//! The wire shapes the engine itself must produce (api.md): the payloads of the host
+//! events it stores for SSE (`form_data`, `form_removed`) and the body of a delivery.
+//! They are fixed when the change that caused them is committed, so every replay of an
+//! event and every retry of a delivery carries the same bytes; that is why they are
+//! written here and not by the API, which only relays them. Everything else on the wire
+//! is the API's.
+
+use refreshd_rules::Instant;
+use refreshd_store::{FormData, FormRecord, NewEvent};
+use serde::Serialize;
+
+/// An instant as api.md writes it (RFC 3339, UTC); `None` outside the years 0001–9999,
+/// which no clock reaches.
+pub fn rfc3339(at: Instant) -> Option<String> {
+    at.to_timestamp().map(|t| t.to_string())
+}
+
+/// `event: form_data`: the form's latest data.
+#[derive(Serialize)]
+struct FormDataPayload<'a> {
+    form_id: &'a str,
+    /// The stored JSON text as a value, so the event carries it unquoted.
+    data: serde_json::Value,
+    updated_at: Option<String>,
+    trigger: &'a str,
+}
+
+/// `event: form_removed`.
+#[derive(Serialize)]
+struct FormRemovedPayload<'a> {
+    form_id: &'a str,
+}
+
+/// The JSON body POSTed to a provider's `refresh_url`.
+#[derive(Serialize)]
+struct DeliveryBody<'a> {
+    form_id: &'a str,
+    form_name: &'a str,
+    trigger: &'a str,
+    deferred: &'a [&'a str],
+    decided_at: Option<String>,
+}
+
+fn to_text(payload: &impl Serialize) -> String {
+    // Serializing these structs cannot fail: string keys, no maps, no floats.
+    serde_json::to_string(payload).unwrap_or_default()
+}
+
+/// The host event announcing a form's data, stored for `device_id` at `at`.
+pub fn form_data_event(data: &FormData, device_id: &str, at: Instant) -> NewEvent {
+    let payload = FormDataPayload {
+        form_id: &data.form_id,
+        data: serde_json::from_str(&data.data).unwrap_or(serde_json::Value::Null),
+        updated_at: rfc3339(Instant::from_millis(data.updated_at)),
+        trigger: &data.trigger,
+    };
+    NewEvent {
+        device_id: device_id.to_string(),
+        form_id: Some(data.form_id.clone()),
+        kind: "form_data".into(),
+        payload: to_text(&payload),
+        at: at.as_millis(),
+    }
+}
+
+/// The host event announcing that a form is gone.
+pub fn form_removed_event(form: &FormRecord, at: Instant) -> NewEvent {
+    NewEvent {
+        device_id: form.device_id.clone(),
+        form_id: Some(form.form_id.clone()),
+        kind: "form_removed".into(),
+        payload: to_text(&FormRemovedPayload {
+            form_id: &form.form_id,
+        }),
+        at: at.as_millis(),
+    }
+}
+
+/// The body of a delivery for a refresh of `form` decided at `decided_at`.
+pub fn delivery_body(
+    form: &FormRecord,
+    trigger: &str,
+    deferred: &[&str],
+    decided_at: Instant,
+) -> String {
+    to_text(&DeliveryBody {
+        form_id: &form.form_id,
+        form_name: &form.form_name,
+        trigger,
+        deferred,
+        decided_at: rfc3339(decided_at),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form() -> FormRecord {
+        FormRecord {
+            form_id: "frm_1".into(),
+            form_num: 1,
+            device_id: "d1".into(),
+            provider: "p".into(),
+            form_name: "w".into(),
+            created_at: 0,
+        }
+    }
+
+    /// The bytes are part of the contract: a provider verifies its signature over them.
+    #[test]
+    fn delivery_body_bytes() {
+        let body = delivery_body(
+            &form(),
+            "interval",
+            &["scheduled"],
+            Instant::from_millis(1_772_359_200_000),
+        );
+        assert_eq!(
+            body,
+            r#"{"form_id":"frm_1","form_name":"w","trigger":"interval","deferred":["scheduled"],"decided_at":"2026-03-01T10:00:00Z"}"#
+        );
+    }
+
+    #[test]
+    fn event_payloads() {
+        let data = FormData {
+            form_id: "frm_1".into(),
+            data: r#"{"t":1}"#.into(),
+            updated_at: 1_772_359_200_000,
+            trigger: "provider".into(),
+        };
+        let event = form_data_event(&data, "d1", Instant::from_millis(5));
+        assert_eq!(
+            event.payload,
+            r#"{"form_id":"frm_1","data":{"t":1},"updated_at":"2026-03-01T10:00:00Z","trigger":"provider"}"#
+        );
+        assert_eq!((event.kind.as_str(), event.at), ("form_data", 5));
+        let removed = form_removed_event(&form(), Instant::from_millis(5));
+        assert_eq!(removed.payload, r#"{"form_id":"frm_1"}"#);
+        assert_eq!(removed.kind, "form_removed");
+    }
+}
