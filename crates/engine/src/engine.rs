@@ -593,6 +593,7 @@ pub(crate) fn delivery_for(
         device_id: form.device_id.clone(),
         provider: form.provider.clone(),
         body: wire::delivery_body(form, trigger, deferred, now),
+        trigger: trigger.to_string(),
         next_attempt_at: now.as_millis(),
         created_at: now.as_millis(),
     }

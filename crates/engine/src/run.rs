@@ -593,10 +593,7 @@ impl Engine {
         let finish = match outcome {
             Ok(data) => {
                 let data = data.map(|data| {
-                    let trigger = serde_json::from_str::<serde_json::Value>(&delivery.body)
-                        .ok()
-                        .and_then(|b| b["trigger"].as_str().map(str::to_string))
-                        .unwrap_or_default();
+                    let trigger = delivery.trigger.clone();
                     let data = FormData {
                         form_id: delivery.form_id.clone(),
                         data,

@@ -127,6 +127,9 @@ pub struct NewDelivery {
     pub provider: String,
     /// The JSON body sent to the provider; fixed at decision time so retries repeat it.
     pub body: String,
+    /// The trigger the body names, kept beside it so an answer is filed without
+    /// reading the body again.
+    pub trigger: String,
     pub next_attempt_at: i64,
     pub created_at: i64,
 }
@@ -138,6 +141,7 @@ pub struct DeliveryRecord {
     pub device_id: String,
     pub provider: String,
     pub body: String,
+    pub trigger: String,
     pub attempts: i64,
     pub next_attempt_at: i64,
 }

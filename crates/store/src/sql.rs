@@ -83,7 +83,7 @@ const PROVIDER_COLUMNS: &str = "provider, provider_num, refresh_url, system_app,
 const PAIR_COLUMNS: &str = "appid, user_id, state, version, next_wake_at, token_sealed, cached_data, cached_at, etag, etag_url, cached_sent_at";
 const FORM_DATA_COLUMNS: &str = "form_id, data, updated_at, trigger";
 const DELIVERY_COLUMNS: &str =
-    "delivery_id, form_id, device_id, provider, body, attempts, next_attempt_at";
+    "delivery_id, form_id, device_id, provider, body, trigger, attempts, next_attempt_at";
 /// Decision notes kept per form, for explanations.
 const DECISIONS_KEPT_PER_FORM: i64 = 50;
 
@@ -162,6 +162,7 @@ where
             device_id: row.get("device_id"),
             provider: row.get("provider"),
             body: row.get("body"),
+            trigger: row.get("trigger"),
             attempts: row.get("attempts"),
             next_attempt_at: row.get("next_attempt_at"),
         }
@@ -572,13 +573,14 @@ where
         }
         for d in &commit.deliveries {
             sqlx::query(
-                "INSERT INTO deliveries (delivery_id, form_id, device_id, provider, body, attempts, next_attempt_at, state, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, 'pending', $7)",
+                "INSERT INTO deliveries (delivery_id, form_id, device_id, provider, body, trigger, attempts, next_attempt_at, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 'pending', $8)",
             )
             .bind(&d.delivery_id)
             .bind(&d.form_id)
             .bind(&d.device_id)
             .bind(&d.provider)
             .bind(&d.body)
+            .bind(&d.trigger)
             .bind(d.next_attempt_at)
             .bind(d.created_at)
             .execute(&mut *tx)

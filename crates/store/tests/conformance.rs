@@ -203,6 +203,7 @@ async fn device_commits_are_atomic_and_versioned(store: Arc<dyn Store>) {
             device_id: "d1".into(),
             provider: "p".into(),
             body: "{}".into(),
+            trigger: "interval".into(),
             next_attempt_at: 150,
             created_at: 100,
         }],
@@ -240,7 +241,12 @@ async fn device_commits_are_atomic_and_versioned(store: Arc<dyn Store>) {
         0,
         "not due yet"
     );
-    assert_eq!(store.claim_deliveries(150, 500, 10).await.unwrap().len(), 1);
+    let claimed = store.claim_deliveries(150, 500, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        claimed[0].trigger, "interval",
+        "the trigger comes back with it"
+    );
     assert_eq!(
         store.claim_deliveries(150, 500, 10).await.unwrap().len(),
         0,
@@ -296,6 +302,7 @@ async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
         device_id: "d1".into(),
         provider: "p".into(),
         body: "{}".into(),
+        trigger: "interval".into(),
         next_attempt_at: 10,
         created_at: 10,
     };
