@@ -51,10 +51,9 @@ struct Sending {
     per_provider: HashMap<String, usize>,
 }
 
-/// Marks one delivery as being sent until it is dropped. A send drops its mark just
-/// before recording its outcome: until then its row is not claimable (the claim moved
-/// its next attempt to the lease's end), and from then on a claim of it is its retry,
-/// never a duplicate of a send still running.
+/// Marks one delivery as being sent until its send has recorded its outcome. A claim
+/// of a marked delivery (its lease ran out, or its retry fell due before the send task
+/// ended) is given back at once rather than sent a second time.
 struct SendingMark {
     sending: Arc<Mutex<Sending>>,
     id: String,
@@ -517,13 +516,10 @@ impl Engine {
             return Ok(DispatchStep::default());
         }
         let now = self.now();
+        let lease_until = now.plus_millis(self.settings.delivery_lease_ms);
         let claimed = self
             .store
-            .claim_deliveries(
-                now.as_millis(),
-                now.plus_millis(self.settings.delivery_lease_ms).as_millis(),
-                limit as i64,
-            )
+            .claim_deliveries(now.as_millis(), lease_until.as_millis(), limit as i64)
             .await?;
         let mut step = DispatchStep {
             batch_full: claimed.len() == limit,
@@ -537,9 +533,10 @@ impl Engine {
         for delivery in claimed {
             let mark = {
                 let mut sending = dispatcher.sending.lock().unwrap_or_else(|e| e.into_inner());
-                // Its lease ran out while its send was still going (a slow store): the
-                // claim only extended the lease; a second parallel send is pointless.
+                // Still being sent here (its lease ran out, or its retry fell due
+                // before the send task ended): given back, not sent twice.
                 if sending.ids.contains(&delivery.delivery_id) {
+                    deferred.push(delivery.delivery_id);
                     continue;
                 }
                 let busy = sending
@@ -574,7 +571,7 @@ impl Engine {
             // reach everyone else's.
             let at = now.plus_millis(self.settings.poll_interval_ms.max(1));
             self.store
-                .defer_deliveries(&deferred, at.as_millis())
+                .defer_deliveries(&deferred, lease_until.as_millis(), at.as_millis())
                 .await?;
         }
         Ok(step)
@@ -582,7 +579,8 @@ impl Engine {
 
     /// One delivery attempt (F20; api.md): a signed POST; a 2xx JSON answer becomes
     /// the form's data; failures retry under the same delivery id.
-    async fn deliver(&self, delivery: DeliveryRecord, mark: SendingMark) {
+    /// `_sending` is held until the outcome is recorded (see [`SendingMark`]).
+    async fn deliver(&self, delivery: DeliveryRecord, _sending: SendingMark) {
         let attempts = delivery.attempts + 1;
         let outcome = self.send_delivery(&delivery).await;
         let now = self.now();
@@ -630,8 +628,6 @@ impl Engine {
                 ..
             }
         );
-        // From here a claim of this delivery is its next attempt (see `SendingMark`).
-        drop(mark);
         match self
             .store
             .finish_delivery(&delivery.delivery_id, &finish)

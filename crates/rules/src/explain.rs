@@ -4,6 +4,7 @@
 
 use crate::decision::{FormDecision, FormId, Timed, Trigger, TriggerSet};
 use crate::device::{Device, DAILY_QUOTA};
+use crate::periodic::{gray_bucket, App, FetchPair, Ineligible, NextFetchReason, ACTIVE_FOR_MS};
 use crate::time::{Instant, LocalTime, HOUR_MS};
 use std::sync::Arc;
 
@@ -96,4 +97,57 @@ pub fn planned_line(decision: &FormDecision) -> String {
 /// The deferred kinds by name, sorted (F21).
 pub fn deferred_names(deferred: TriggerSet) -> Vec<&'static str> {
     deferred.iter().map(Trigger::as_str).collect()
+}
+
+/// P4: where one user stands in an app's grayscale rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrayStanding {
+    pub url: String,
+    pub percent: u8,
+    pub tester: bool,
+    /// The user's stable bucket, 0 to 99.
+    pub bucket: u64,
+    pub in_gray_group: bool,
+}
+
+/// "Why was (or wasn't) this user's data fetched?": what the rules know about one
+/// user's periodic fetch at one instant (P4–P10), for every explainer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairExplanation {
+    pub enabled: bool,
+    pub gray: Option<GrayStanding>,
+    pub last_launch: Option<Instant>,
+    /// P6: the user counts as active until then.
+    pub active_until: Option<Instant>,
+    pub token_set: bool,
+    /// P7: why the user is not eligible now; `None` when eligible.
+    pub ineligible: Option<Ineligible>,
+    pub consecutive_failures: u32,
+    /// P8–P10: the next fetch, and why then.
+    pub next_due: Option<Instant>,
+    pub why: NextFetchReason,
+}
+
+pub fn explain_pair(app: &App, pair: &FetchPair, user: &str, now: Instant) -> PairExplanation {
+    let gray = app
+        .periodic()
+        .and_then(|setting| setting.gray.as_ref())
+        .map(|gray| GrayStanding {
+            url: gray.url.clone(),
+            percent: gray.percent,
+            tester: gray.testers.iter().any(|t| t == user),
+            bucket: gray_bucket(app.appid(), user),
+            in_gray_group: app.in_gray_group(gray, user),
+        });
+    PairExplanation {
+        enabled: app.periodic_enabled(),
+        gray,
+        last_launch: pair.last_launch(),
+        active_until: pair.last_launch().map(|l| l.plus_millis(ACTIVE_FOR_MS)),
+        token_set: pair.has_token(),
+        ineligible: pair.ineligibility(now, app),
+        consecutive_failures: pair.consecutive_failures(),
+        next_due: pair.next_wakeup(now, app),
+        why: pair.next_fetch_reason(now, app),
+    }
 }

@@ -185,9 +185,7 @@ impl App {
     pub fn target_for(&self, user: &str) -> Option<FetchTarget> {
         let setting = self.periodic.as_ref()?;
         if let Some(gray) = &setting.gray {
-            let in_group = gray.testers.iter().any(|t| t == user)
-                || gray_bucket(&self.appid, user) < gray.percent as u64;
-            if in_group {
+            if self.in_gray_group(gray, user) {
                 return Some(FetchTarget {
                     source: Source::Url(gray.url.clone()),
                     gray: true,
@@ -255,6 +253,14 @@ fn sha256_prefix_u64(text: &str) -> u64 {
 }
 
 /// P4: the user's stable bucket 0..100 for an app.
+impl App {
+    /// P4: a tester, or a user whose bucket is below the rollout's percentage.
+    pub fn in_gray_group(&self, gray: &Gray, user: &str) -> bool {
+        gray.testers.iter().any(|t| t == user)
+            || gray_bucket(&self.appid, user) < gray.percent as u64
+    }
+}
+
 pub fn gray_bucket(appid: &str, user: &str) -> u64 {
     sha256_prefix_u64(&format!("{appid}\n{user}")) % 100
 }

@@ -8,10 +8,10 @@ use crate::output::{describe, format_instant};
 use crate::run::{RecordKind, Simulation};
 use crate::scenario::{Action, Scenario};
 use refreshd_rules::explain::{
-    deferred_names, explain_form as explain_form_state, planned_line, PLANNED,
+    deferred_names, explain_form as explain_form_state, explain_pair, planned_line, PLANNED,
 };
 use refreshd_rules::form_config::{check_form_entry, LintContext, Severity};
-use refreshd_rules::periodic::{gray_bucket, Source, ACTIVE_FOR_MS};
+use refreshd_rules::periodic::Source;
 use refreshd_rules::time::{HOUR_MS, MINUTE_MS};
 use refreshd_rules::Instant;
 use std::fmt::Write as _;
@@ -273,17 +273,23 @@ fn explain_fetch(
                     "disabled (P7)"
                 }
             );
-            if let Some(gray) = &setting.gray {
-                let tester = gray.testers.iter().any(|t| t == user);
-                let bucket = gray_bucket(app_id, user);
-                let _ = writeln!(
+            let pair = sim
+                .pairs
+                .iter()
+                .find(|p| p.app == app_index && p.user == user)
+                .map(|state| state.pair.clone())
+                .unwrap_or_default();
+            if let Some(gray) = explain_pair(app, &pair, user, at).gray {
+                let _ =
+                    writeln!(
                     out,
-                    "  grayscale: {} at {}%; this user is {} (tester: {}, bucket {bucket} {} {}) (P4)",
+                    "  grayscale: {} at {}%; this user is {} (tester: {}, bucket {} {} {}) (P4)",
                     gray.url,
                     gray.percent,
-                    if tester || bucket < gray.percent as u64 { "in the gray group" } else { "not in the gray group" },
-                    if tester { "yes" } else { "no" },
-                    if bucket < gray.percent as u64 { "<" } else { ">=" },
+                    if gray.in_gray_group { "in the gray group" } else { "not in the gray group" },
+                    if gray.tester { "yes" } else { "no" },
+                    gray.bucket,
+                    if gray.bucket < gray.percent as u64 { "<" } else { ">=" },
                     gray.percent
                 );
             }
@@ -301,21 +307,21 @@ fn explain_fetch(
             );
         }
         Some(state) => {
-            let pair = &state.pair;
+            let why = explain_pair(app, &state.pair, user, at);
             let _ = writeln!(
                 out,
                 "  last launch: {} (active while less than 7 days have passed, P6){}",
-                pair.last_launch().map(t).unwrap_or_else(|| "never".into()),
-                pair.last_launch()
-                    .map(|l| format!("; active until {}", t(l.plus_millis(ACTIVE_FOR_MS))))
+                why.last_launch.map(t).unwrap_or_else(|| "never".into()),
+                why.active_until
+                    .map(|until| format!("; active until {}", t(until)))
                     .unwrap_or_default()
             );
             let _ = writeln!(
                 out,
                 "  token: {} (P5)",
-                if pair.has_token() { "set" } else { "not set" }
+                if why.token_set { "set" } else { "not set" }
             );
-            match pair.ineligibility(at, app) {
+            match why.ineligible {
                 None => {
                     let _ = writeln!(out, "  eligible: yes (P7)");
                 }
@@ -334,7 +340,7 @@ fn explain_fetch(
                     t(when),
                     outcome.as_str(),
                     if outcome.is_success() { "P13" } else { "P14" },
-                    pair.consecutive_failures()
+                    why.consecutive_failures
                 );
             }
             let cached = state
@@ -349,11 +355,8 @@ fn explain_fetch(
                 })
                 .unwrap_or_else(|| "nothing yet (no_cached_data)".into());
             let _ = writeln!(out, "  cached data: {cached} (P15)");
-            let next = match pair.next_wakeup(at, app) {
-                Some(due) => {
-                    let why = pair.next_fetch_reason(at, app);
-                    format!("{} — {why}", t(due))
-                }
+            let next = match why.next_due {
+                Some(due) => format!("{} — {}", t(due), why.why),
                 None => "none (not eligible then, P10)".to_string(),
             };
             let _ = writeln!(out, "  next fetch: {next}");

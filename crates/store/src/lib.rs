@@ -130,10 +130,17 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<DeliveryRecord>>;
     async fn finish_delivery(&self, delivery_id: &str, finish: &DeliveryFinish) -> StoreResult<()>;
-    /// Moves the next attempt of claimed, still pending deliveries to `at`, counting no
-    /// attempt: the node will not send them now (their provider has as many sends in
-    /// flight as it may).
-    async fn defer_deliveries(&self, delivery_ids: &[String], at: i64) -> StoreResult<()>;
+    /// Gives back claims this node will not send now (their provider has as many sends
+    /// in flight as it may, or the send is still running here): each delivery still
+    /// pending and still carrying the claim's lease (`claimed_until`) is due again at
+    /// `at`, counting no attempt. A delivery whose outcome was recorded meanwhile keeps
+    /// the next attempt that outcome planned.
+    async fn defer_deliveries(
+        &self,
+        delivery_ids: &[String],
+        claimed_until: i64,
+        at: i64,
+    ) -> StoreResult<()>;
 
     // ---- host events
     async fn events_after(

@@ -753,14 +753,20 @@ where
         Ok(claimed)
     }
 
-    async fn defer_deliveries(&self, delivery_ids: &[String], at: i64) -> StoreResult<()> {
+    async fn defer_deliveries(
+        &self,
+        delivery_ids: &[String],
+        claimed_until: i64,
+        at: i64,
+    ) -> StoreResult<()> {
         let mut tx = self.backend.begin().await?;
         for delivery_id in delivery_ids {
             sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = $1 WHERE delivery_id = $2 AND state = 'pending'",
+                "UPDATE deliveries SET next_attempt_at = $1 WHERE delivery_id = $2 AND state = 'pending' AND next_attempt_at = $3",
             )
             .bind(at)
             .bind(delivery_id)
+            .bind(claimed_until)
             .execute(&mut *tx)
             .await?;
         }

@@ -7,8 +7,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::run::FetchReport;
 use refreshd_rules::periodic::{
-    check_cloud_name, gray_bucket, validate_token, App, Gray, PeriodicSetting, Source,
-    ACTIVE_FOR_MS,
+    check_cloud_name, validate_token, App, Gray, PeriodicSetting, Source,
 };
 use refreshd_rules::Instant;
 use refreshd_store::KeyKind;
@@ -281,30 +280,28 @@ impl AppCommands<'_> {
             None => Default::default(),
         };
         let last = store.fetch_log(appid, user_id, 1).await?.into_iter().next();
-        let ineligible = pair.ineligibility(now, &app);
+        // The same facts as `refreshd explain --app`, from the rules' one explainer.
+        let why = refreshd_rules::explain::explain_pair(&app, &pair, user_id, now);
         Ok(FetchExplanation {
-            enabled: app.periodic_enabled(),
-            last_launch: pair.last_launch(),
-            active_until: pair.last_launch().map(|l| l.plus_millis(ACTIVE_FOR_MS)),
-            token_set: pair.has_token(),
-            ineligible_reason: ineligible.map(|i| i.code()),
-            gray: app
-                .periodic()
-                .and_then(|p| p.gray.as_ref())
-                .map(|g| GrayStatus {
-                    percent: g.percent,
-                    tester: g.testers.iter().any(|t| t == user_id),
-                    bucket: gray_bucket(appid, user_id),
-                }),
+            enabled: why.enabled,
+            last_launch: why.last_launch,
+            active_until: why.active_until,
+            token_set: why.token_set,
+            ineligible_reason: why.ineligible.map(|i| i.code()),
+            gray: why.gray.map(|g| GrayStatus {
+                percent: g.percent,
+                tester: g.tester,
+                bucket: g.bucket,
+            }),
             last_outcome: last.map(|e| FetchOutcomeNote {
                 at: Instant::from_millis(e.at),
                 hint: outcome_hint(&e.outcome),
                 outcome: e.outcome,
                 http_status: e.http_status,
             }),
-            consecutive_failures: pair.consecutive_failures(),
-            next_due: pair.next_wakeup(now, &app),
-            why: pair.next_fetch_reason(now, &app).to_string(),
+            consecutive_failures: why.consecutive_failures,
+            next_due: why.next_due,
+            why: why.why.to_string(),
         })
     }
 
