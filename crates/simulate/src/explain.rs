@@ -255,6 +255,18 @@ fn explain_fetch(
         t(at),
         scenario.zone_name
     );
+    let state = sim
+        .pairs
+        .iter()
+        .find(|p| p.app == app_index && p.user == user);
+    // What the rules say about this user, read once (a user with no state yet is a
+    // default pair: never launched, no token).
+    let why = explain_pair(
+        app,
+        &state.map(|s| s.pair.clone()).unwrap_or_default(),
+        user,
+        at,
+    );
     match app.periodic() {
         None => {
             let _ = writeln!(out, "  periodic fetch: not configured (P1)");
@@ -273,13 +285,7 @@ fn explain_fetch(
                     "disabled (P7)"
                 }
             );
-            let pair = sim
-                .pairs
-                .iter()
-                .find(|p| p.app == app_index && p.user == user)
-                .map(|state| state.pair.clone())
-                .unwrap_or_default();
-            if let Some(gray) = explain_pair(app, &pair, user, at).gray {
+            if let Some(gray) = &why.gray {
                 let _ =
                     writeln!(
                     out,
@@ -295,10 +301,6 @@ fn explain_fetch(
             }
         }
     }
-    let state = sim
-        .pairs
-        .iter()
-        .find(|p| p.app == app_index && p.user == user);
     match state {
         None => {
             let _ = writeln!(
@@ -307,7 +309,6 @@ fn explain_fetch(
             );
         }
         Some(state) => {
-            let why = explain_pair(app, &state.pair, user, at);
             let _ = writeln!(
                 out,
                 "  last launch: {} (active while less than 7 days have passed, P6){}",
