@@ -32,7 +32,9 @@ pub async fn create_app(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"appid": app.appid, "developer_key": app.developer_key})),
+        Json(
+            json!({"appid": app.appid, "developer_key": app.developer_key, "signing_secret": app.signing_secret}),
+        ),
     ))
 }
 
@@ -137,7 +139,27 @@ pub async fn rotate_signing_secret(
         .rotate_signing_secret(&caller, &provider, body.overlap_minutes)
         .await?;
     Ok(Json(json!({
-        "provider": rotated.provider,
+        "provider": rotated.owner,
+        "signing_secret": rotated.signing_secret,
+        "previous_valid_until": rfc3339(rotated.previous_valid_until),
+    })))
+}
+
+/// Issues a new secret for an app's signed periodic fetches. Until
+/// `previous_valid_until` fetches carry a `v1=` signature under each secret.
+pub async fn rotate_app_signing_secret(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(appid): Path<String>,
+    Body(body): Body<RotateSecretBody>,
+) -> ApiResult<Json<Value>> {
+    let rotated = state
+        .engine
+        .admin()
+        .rotate_app_signing_secret(&caller, &appid, body.overlap_minutes)
+        .await?;
+    Ok(Json(json!({
+        "appid": rotated.owner,
         "signing_secret": rotated.signing_secret,
         "previous_valid_until": rfc3339(rotated.previous_valid_until),
     })))

@@ -2,7 +2,9 @@
 //!
 //! Events live in the store; the stream reads everything after the last id it sent,
 //! then waits for a notice that the device has more. Replay and live delivery are the
-//! same code path, so a reconnecting host misses nothing kept (seven days).
+//! same code path, so a reconnecting host misses nothing kept (seven days). A connect
+//! without a `Last-Event-ID` the device still has starts with the latest event of each
+//! form and app (`EventCommands::stream_start`), never the whole history.
 //!
 //! A stream ends when its key is rotated (at once on this node; on other nodes of a
 //! fleet at its next wake, when the key is looked up again) and when the service shuts
@@ -16,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use futures_util::stream::{self, Stream};
+use refreshd_engine::commands::HostEvent;
 use refreshd_engine::{Caller, KeyKind};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -41,17 +44,25 @@ struct Cursor {
     pending: std::collections::VecDeque<Event>,
 }
 
+fn to_sse(event: HostEvent) -> Event {
+    Event::default()
+        .id(event.id.to_string())
+        .event(event.kind)
+        .data(event.payload)
+}
+
 pub async fn events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let device_id = caller.require(KeyKind::Device)?.to_string();
-    let last_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(0);
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let start = state
+        .engine
+        .events()
+        .stream_start(&caller, last_event_id)
+        .await?;
     let ticket = state
         .streams
         .open(KeyKind::Device, &device_id, &caller.key_hash)
@@ -75,8 +86,8 @@ pub async fn events(
         caller,
         state,
         device_id,
-        last_id,
-        pending: Default::default(),
+        last_id: start.after_id,
+        pending: start.first.into_iter().map(to_sse).collect(),
     };
     let stream = stream::unfold(cursor, |mut cursor| async move {
         loop {
@@ -96,12 +107,7 @@ pub async fn events(
                 Ok(rows) if !rows.is_empty() => {
                     for row in rows {
                         cursor.last_id = row.id;
-                        cursor.pending.push_back(
-                            Event::default()
-                                .id(row.id.to_string())
-                                .event(row.kind)
-                                .data(row.payload),
-                        );
+                        cursor.pending.push_back(to_sse(row));
                     }
                     continue;
                 }

@@ -30,6 +30,7 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use streams::StreamRegistry;
+use tower_http::compression::CompressionLayer;
 
 /// Largest request body (api.md: 413 above 1 MiB).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -263,6 +264,14 @@ pub fn build(engine: Arc<Engine>, api_settings: ApiSettings) -> (Router, ApiHand
         200,
         post(admin::rotate_signing_secret),
     )
+    .add_json::<admin::RotateSecretBody>(
+        "POST",
+        "/v1/admin/apps/{appid}/rotate-signing-secret",
+        OPERATOR,
+        "Issue a new secret for the app's signed periodic fetches; the old one keeps signing beside it for the overlap",
+        200,
+        post(admin::rotate_app_signing_secret),
+    )
     .add(
         "POST",
         "/v1/admin/{collection}/{id}/rotate-key",
@@ -405,6 +414,14 @@ pub fn build(engine: Arc<Engine>, api_settings: ApiSettings) -> (Router, ApiHand
         "Change the device's time zone (F23a)",
         204,
         put(device::set_zone),
+    )
+    .add(
+        "GET",
+        "/v1/device/sync",
+        DEVICE,
+        "Everything that changed for this device and its user after a cursor: cached periodic data per app, form data, removed forms",
+        200,
+        get(device::sync).layer(CompressionLayer::new()),
     )
     .add(
         "GET",

@@ -57,7 +57,7 @@ pub async fn run(users: u32, per_origin: usize) -> Result<()> {
         }),
     )?;
     store
-        .insert_app("bench", &serde_json::to_string(&app)?, None)
+        .insert_app("bench", &serde_json::to_string(&app)?, None, None)
         .await?;
 
     // Users become eligible (token + launch) while the engine is not running, so that

@@ -544,6 +544,7 @@ impl Engine {
                 record,
                 expected_version,
                 log: None,
+                announce: None,
             })
             .await?;
         Ok((result, next))

@@ -2,15 +2,16 @@
 
 use crate::engine::{ConflictRetries, Engine, TappedDecision};
 use crate::error::EngineError;
-use crate::secrets::sign_delivery_with;
-use crate::wire::form_data_event;
+use crate::secrets::signature_header;
+use crate::wire::{fetched_data_announcement, form_data_event};
 use refreshd_fetch::{BlockReason, FetchFailure, Outbound};
 use refreshd_rules::periodic::{
     fetch_url, FetchAnswer, FetchCache, FetchOrder, FetchOutcome, Source,
 };
 use refreshd_rules::Instant;
 use refreshd_store::{
-    DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit, ProviderRecord, SubjectKey,
+    DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit, ProviderRecord,
+    SigningSecrets, SubjectKey,
 };
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
@@ -335,8 +336,9 @@ impl Engine {
             Some(base) => {
                 let url = fetch_url(base, app.appid(), &token, sent_at.as_millis());
                 let wall = UNIX_EPOCH + Duration::from_millis(sent_at.as_millis().max(0) as u64);
+                let signature = self.fetch_signature(appid, &url).await?;
                 self.transport
-                    .fetch_periodic(&url, cache.if_none_match(base), wall)
+                    .fetch_periodic(&url, cache.if_none_match(base), signature.as_deref(), wall)
                     .await
             }
             // A cloud environment missing from the configuration cannot be reached.
@@ -424,6 +426,7 @@ impl Engine {
             .unwrap_or_default();
         let mut pair: refreshd_rules::periodic::FetchPair =
             serde_json::from_str(&record.state).map_err(EngineError::corrupt)?;
+        let cached_before = record.cached_at;
         let mut cache = FetchCache {
             data: record.cached_data.take(),
             time_stamp_ms: record.cached_at,
@@ -453,13 +456,26 @@ impl Engine {
         record.next_wake_at = next.map(Instant::as_millis);
         let expected_version = record.version;
         let time_stamp = record.cached_at;
-        self.store
+        // New data goes to the user's devices with the commit that stores it, so a
+        // device hears of exactly what is cached (and a 304 or a failure says nothing).
+        let announce = match (&record.cached_data, record.cached_at) {
+            (Some(data), Some(at)) if record.cached_at != cached_before => Some(
+                fetched_data_announcement(app.appid(), data, at, done.answer.completed_at),
+            ),
+            _ => None,
+        };
+        let announced = self
+            .store
             .commit_pair(&PairCommit {
                 record,
                 expected_version,
                 log: Some(done.log.clone()),
+                announce,
             })
             .await?;
+        for device_id in &announced {
+            self.announce_events(device_id);
+        }
         Ok((time_stamp, next))
     }
 
@@ -641,29 +657,65 @@ impl Engine {
         }
     }
 
-    /// The signature header under the provider's secret, and under the secret it
-    /// replaced while their overlap lasts (on the engine's clock).
+    /// The signature header over `signed` under the current secret, and under the
+    /// secret it replaced while their overlap lasts (on the engine's clock).
+    fn signature(
+        &self,
+        secrets: &SigningSecrets,
+        unix_seconds: i64,
+        signed: &str,
+    ) -> Result<String, &'static str> {
+        let current = self
+            .sealer
+            .open_text(&secrets.current)
+            .map_err(|_| "signing_secret")?;
+        let now = self.now().as_millis();
+        let previous = match (&secrets.previous, secrets.previous_until) {
+            (Some(sealed), Some(until)) if now < until => self.sealer.open_text(sealed).ok(),
+            _ => None,
+        };
+        let mut keys = vec![current.as_str()];
+        keys.extend(previous.as_deref());
+        Ok(signature_header(&keys, unix_seconds, signed))
+    }
+
     fn delivery_signature(
         &self,
         provider: &ProviderRecord,
         unix_seconds: i64,
         body: &str,
     ) -> Result<String, &'static str> {
-        let current = self
-            .sealer
-            .open_text(&provider.signing_secret)
-            .map_err(|_| "signing_secret")?;
-        let now = self.now().as_millis();
-        let previous = match (
-            &provider.previous_signing_secret,
-            provider.previous_secret_until,
-        ) {
-            (Some(sealed), Some(until)) if now < until => self.sealer.open_text(sealed).ok(),
-            _ => None,
+        let secrets = SigningSecrets {
+            current: provider.signing_secret.clone(),
+            previous: provider.previous_signing_secret.clone(),
+            previous_until: provider.previous_secret_until,
         };
-        let mut secrets = vec![current.as_str()];
-        secrets.extend(previous.as_deref());
-        Ok(sign_delivery_with(&secrets, unix_seconds, body))
+        self.signature(&secrets, unix_seconds, body)
+    }
+
+    /// A periodic fetch's signature over the request target it sends, under the app's
+    /// secret; `None` for an app created before apps had one (until its secret is
+    /// rotated). Like a delivery's, it is stamped with the host's real clock.
+    async fn fetch_signature(&self, appid: &str, url: &str) -> Result<Option<String>, EngineError> {
+        let Some(secrets) = self.store.app_signing(appid).await? else {
+            return Ok(None);
+        };
+        let Some(target) = refreshd_fetch::request_target(url) else {
+            return Ok(None);
+        };
+        match self.signature(&secrets, wall_clock_seconds(), &target) {
+            Ok(header) => Ok(Some(header)),
+            // A secret sealed under another REFRESHD_SECRET_KEY: the fetch still goes out
+            // (unsigned, so a verifying server refuses it and the log shows why) rather
+            // than stalling the user's schedule.
+            Err(_) => {
+                tracing::warn!(
+                    appid,
+                    "the app's signing secret could not be opened; fetching unsigned"
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// Sends one delivery; `Ok(Some(json))` when the provider answered with data.
@@ -682,10 +734,7 @@ impl Engine {
         // minutes), so under --time-warp an engine timestamp would be hours or days off
         // and every delivery would be rejected. It is only a freshness stamp for the
         // receiver; nothing in refreshd decides by it.
-        let unix_seconds = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let unix_seconds = wall_clock_seconds();
         let signature = self.delivery_signature(&provider, unix_seconds, &delivery.body)?;
         let headers = vec![
             (CONTENT_TYPE, HeaderValue::from_static("application/json")),
@@ -735,4 +784,13 @@ impl Engine {
         serde_json::from_str::<serde_json::Value>(&text).map_err(|_| "not_json")?;
         Ok(Some(text))
     }
+}
+
+/// The host's real clock in Unix seconds, for signature stamps only: receivers check
+/// them against their own clocks, so under --time-warp the engine's clock would be off.
+fn wall_clock_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

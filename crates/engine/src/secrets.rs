@@ -124,14 +124,15 @@ const SEALED_TEXT_PREFIX: &str = "sealed1:";
 
 /// `refreshd-signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (api.md).
 pub fn sign_delivery(signing_secret: &str, unix_seconds: i64, body: &str) -> String {
-    sign_delivery_with(&[signing_secret], unix_seconds, body)
+    signature_header(&[signing_secret], unix_seconds, body)
 }
 
-/// The signature header under several secrets at once: one `v1=` entry per secret, the
-/// current one first. While a rotated secret overlaps its successor, deliveries carry
-/// both, so a provider that still checks the old secret keeps accepting them.
-pub fn sign_delivery_with(secrets: &[&str], unix_seconds: i64, body: &str) -> String {
-    let signed = format!("{unix_seconds}.{body}");
+/// The `refreshd-signature` header over `signed` (a delivery's body, or a periodic
+/// fetch's path and query) under several secrets at once: one `v1=` entry per secret,
+/// the current one first. While a rotated secret overlaps its successor, requests carry
+/// both, so a receiver that still checks the old secret keeps accepting them.
+pub fn signature_header(secrets: &[&str], unix_seconds: i64, signed: &str) -> String {
+    let signed = format!("{unix_seconds}.{signed}");
     let mut header = format!("t={unix_seconds}");
     for secret in secrets {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
@@ -180,7 +181,7 @@ mod tests {
 
     #[test]
     fn overlapping_secrets_sign_with_one_entry_each_current_first() {
-        let both = sign_delivery_with(&["new", "old"], 1_700_000_000, "{}");
+        let both = signature_header(&["new", "old"], 1_700_000_000, "{}");
         let new_only = sign_delivery("new", 1_700_000_000, "{}");
         let old_only = sign_delivery("old", 1_700_000_000, "{}");
         let old_entry = old_only.split_once(",v1=").unwrap().1;

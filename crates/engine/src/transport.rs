@@ -2,7 +2,9 @@
 //! providers only through [`Transport`], so a test or the engine-driven simulator can
 //! play the network in-process; the service plugs in `refreshd_fetch::Fetcher`.
 
-use refreshd_fetch::{fetch_periodic, FetchFailure, FetchResult, Fetcher, Inbound, Outbound};
+use refreshd_fetch::{
+    fetch_periodic_signed, FetchFailure, FetchResult, Fetcher, Inbound, Outbound,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::SystemTime;
@@ -12,12 +14,14 @@ pub type TransportFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Carries out the engine's outbound requests.
 pub trait Transport: Send + Sync + 'static {
-    /// P12–P14: GETs `url` (already carrying the P12 query) with `If-None-Match` when
-    /// given; `now` reads a `Retry-After` given as an HTTP date.
+    /// P12–P14: GETs `url` (already carrying the P12 query) with `If-None-Match` and a
+    /// `refreshd-signature` when given; `now` reads a `Retry-After` given as an HTTP
+    /// date.
     fn fetch_periodic<'a>(
         &'a self,
         url: &'a str,
         if_none_match: Option<&'a str>,
+        signature: Option<&'a str>,
         now: SystemTime,
     ) -> TransportFuture<'a, FetchResult>;
 
@@ -33,9 +37,16 @@ impl Transport for Fetcher {
         &'a self,
         url: &'a str,
         if_none_match: Option<&'a str>,
+        signature: Option<&'a str>,
         now: SystemTime,
     ) -> TransportFuture<'a, FetchResult> {
-        Box::pin(fetch_periodic(self, url, if_none_match, now))
+        Box::pin(fetch_periodic_signed(
+            self,
+            url,
+            if_none_match,
+            signature,
+            now,
+        ))
     }
 
     fn deliver<'a>(

@@ -1,12 +1,13 @@
 //! The wire shapes the engine itself must produce (api.md): the payloads of the host
-//! events it stores for SSE (`form_data`, `form_removed`) and the body of a delivery.
+//! events it stores for SSE (`form_data`, `form_removed`, `fetched_data`) and the body
+//! of a delivery.
 //! They are fixed when the change that caused them is committed, so every replay of an
 //! event and every retry of a delivery carries the same bytes; that is why they are
 //! written here and not by the API, which only relays them. Everything else on the wire
 //! is the API's.
 
 use refreshd_rules::Instant;
-use refreshd_store::{FormData, FormRecord, NewEvent};
+use refreshd_store::{FormData, FormRecord, NewEvent, PairAnnouncement};
 use serde::Serialize;
 
 /// An instant as api.md writes it (RFC 3339, UTC); `None` outside the years 0001–9999,
@@ -29,6 +30,16 @@ struct FormDataPayload<'a> {
 #[derive(Serialize)]
 struct FormRemovedPayload<'a> {
     form_id: &'a str,
+}
+
+/// `event: fetched_data`: a user's newly cached periodic data, as the device reads it
+/// (`GET /v1/apps/{appid}/background-fetch`) plus the app it belongs to.
+#[derive(Serialize)]
+struct FetchedDataPayload<'a> {
+    appid: &'a str,
+    fetched_data: &'a str,
+    /// Epoch milliseconds, as the mini-program API writes it.
+    time_stamp: i64,
 }
 
 /// The JSON body POSTed to a provider's `refresh_url`.
@@ -57,6 +68,7 @@ pub fn form_data_event(data: &FormData, device_id: &str, at: Instant) -> NewEven
     NewEvent {
         device_id: device_id.to_string(),
         form_id: Some(data.form_id.clone()),
+        appid: None,
         kind: "form_data".into(),
         payload: to_text(&payload),
         at: at.as_millis(),
@@ -68,11 +80,51 @@ pub fn form_removed_event(form: &FormRecord, at: Instant) -> NewEvent {
     NewEvent {
         device_id: form.device_id.clone(),
         form_id: Some(form.form_id.clone()),
+        appid: None,
         kind: "form_removed".into(),
         payload: to_text(&FormRemovedPayload {
             form_id: &form.form_id,
         }),
         at: at.as_millis(),
+    }
+}
+
+/// The announcement of a user's new cached data for `appid`, written to each of the
+/// user's devices with the commit that stored it.
+pub fn fetched_data_announcement(
+    appid: &str,
+    fetched_data: &str,
+    time_stamp_ms: i64,
+    at: Instant,
+) -> PairAnnouncement {
+    PairAnnouncement {
+        kind: "fetched_data".into(),
+        payload: to_text(&FetchedDataPayload {
+            appid,
+            fetched_data,
+            time_stamp: time_stamp_ms,
+        }),
+        at: at.as_millis(),
+    }
+}
+
+/// The `fetched_data` event of a user's cached data for one device (a device created
+/// after the data was fetched starts with it).
+pub fn fetched_data_event(
+    device_id: &str,
+    appid: &str,
+    fetched_data: &str,
+    time_stamp_ms: i64,
+    at: Instant,
+) -> NewEvent {
+    let announcement = fetched_data_announcement(appid, fetched_data, time_stamp_ms, at);
+    NewEvent {
+        device_id: device_id.to_string(),
+        form_id: None,
+        appid: Some(appid.to_string()),
+        kind: announcement.kind,
+        payload: announcement.payload,
+        at: announcement.at,
     }
 }
 

@@ -25,6 +25,7 @@ impl Transport for Origin {
         &'a self,
         url: &'a str,
         _if_none_match: Option<&'a str>,
+        _signature: Option<&'a str>,
         _now: SystemTime,
     ) -> TransportFuture<'a, FetchResult> {
         self.fetched.lock().unwrap().push(url.to_string());
@@ -81,7 +82,7 @@ async fn p8_p9_the_wake_step_orders_due_fetches_and_execute_fetch_records_them()
     )
     .unwrap();
     store
-        .insert_app("wx1", &serde_json::to_string(&app).unwrap(), None)
+        .insert_app("wx1", &serde_json::to_string(&app).unwrap(), None, None)
         .await
         .unwrap();
 

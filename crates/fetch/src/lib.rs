@@ -17,4 +17,4 @@ pub use client::{
     FetchFailure, FetchLimits, Fetcher, Inbound, NameResolver, Outbound, SystemResolver,
 };
 pub use destination::{BlockReason, Blocked, DestinationPolicy};
-pub use periodic::{fetch_periodic, FetchResult};
+pub use periodic::{fetch_periodic, fetch_periodic_signed, request_target, FetchResult};

@@ -40,9 +40,39 @@ pub async fn fetch_periodic(
     if_none_match: Option<&str>,
     now: SystemTime,
 ) -> FetchResult {
+    fetch_periodic_signed(fetcher, url, if_none_match, None, now).await
+}
+
+/// The request target (path and query) exactly as a GET of `url` sends it: what a
+/// periodic fetch's signature covers, so the developer's server can check it against
+/// the request line it received.
+pub fn request_target(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let mut target = parsed.path().to_string();
+    if let Some(query) = parsed.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    Some(target)
+}
+
+/// Like [`fetch_periodic`], with a `refreshd-signature` header when one is given.
+pub async fn fetch_periodic_signed(
+    fetcher: &Fetcher,
+    url: &str,
+    if_none_match: Option<&str>,
+    signature: Option<&str>,
+    now: SystemTime,
+) -> FetchResult {
     let mut headers = Vec::new();
     if let Some(etag) = if_none_match.and_then(|e| HeaderValue::from_str(e).ok()) {
         headers.push((IF_NONE_MATCH, etag));
+    }
+    if let Some(signature) = signature.and_then(|s| HeaderValue::from_str(s).ok()) {
+        headers.push((
+            reqwest::header::HeaderName::from_static("refreshd-signature"),
+            signature,
+        ));
     }
     let request = Outbound {
         method: Method::GET,

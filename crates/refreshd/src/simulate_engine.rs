@@ -102,6 +102,7 @@ impl Transport for OriginStub {
         &'a self,
         url: &'a str,
         if_none_match: Option<&'a str>,
+        _signature: Option<&'a str>,
         _now: SystemTime,
     ) -> TransportFuture<'a, FetchResult> {
         let origin = lock(&self.origins)
@@ -234,7 +235,7 @@ impl<'s> EngineDriver<'s> {
         }
         for (appid, app) in &scenario.apps {
             store
-                .insert_app(appid, &serde_json::to_string(app)?, None)
+                .insert_app(appid, &serde_json::to_string(app)?, None, None)
                 .await?;
         }
         Ok(EngineDriver {

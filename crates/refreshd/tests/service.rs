@@ -887,21 +887,6 @@ async fn t5_sigkill_restart_loses_nothing_committed_and_never_redelivers_under_a
     assert!(svc.stop().success());
 }
 
-/// Reads an SSE response until `until` appears in the text (or the guard deadline).
-async fn read_sse_until(response: &mut reqwest::Response, until: &str) -> String {
-    let mut seen = String::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        while let Ok(Some(chunk)) = response.chunk().await {
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-            if seen.contains(until) {
-                return;
-            }
-        }
-    })
-    .await;
-    seen
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -77,9 +77,19 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- apps
     /// Inserts an app with its first key, in one transaction (a failure leaves neither).
-    async fn insert_app(&self, appid: &str, app: &str, key: Option<&KeyRecord>) -> StoreResult<()>;
+    async fn insert_app(
+        &self,
+        appid: &str,
+        app: &str,
+        signing: Option<&SigningSecrets>,
+        key: Option<&KeyRecord>,
+    ) -> StoreResult<()>;
     async fn get_app(&self, appid: &str) -> StoreResult<Option<String>>;
     async fn put_app(&self, appid: &str, app: &str) -> StoreResult<()>;
+    /// The app's fetch-signing secrets: `Ok(None)` for an app created before apps had
+    /// one; `NotFound` when there is no such app.
+    async fn app_signing(&self, appid: &str) -> StoreResult<Option<SigningSecrets>>;
+    async fn set_app_signing(&self, appid: &str, signing: &SigningSecrets) -> StoreResult<()>;
 
     // ---- providers
     /// Inserts a provider with its first key, choosing its number, in one transaction.
@@ -93,12 +103,13 @@ pub trait Store: Send + Sync + 'static {
     async fn provider_by_num(&self, provider_num: i64) -> StoreResult<Option<ProviderRecord>>;
 
     // ---- devices and forms
-    /// Inserts a device with its first key, in one transaction.
+    /// Inserts a device with its first key and first events, in one transaction.
     async fn insert_device(
         &self,
         device: &DeviceRecord,
         next_wake_at: Option<i64>,
         key: Option<&KeyRecord>,
+        events: &[NewEvent],
     ) -> StoreResult<()>;
     async fn get_device(&self, device_id: &str) -> StoreResult<Option<DeviceRecord>>;
     /// Writes a device's new state and everything it caused, if its version is still
@@ -110,6 +121,8 @@ pub trait Store: Send + Sync + 'static {
     async fn forms_of_device(&self, device_id: &str) -> StoreResult<Vec<FormRecord>>;
     async fn next_form_num(&self) -> StoreResult<i64>;
     async fn get_form_data(&self, form_id: &str) -> StoreResult<Option<FormData>>;
+    /// The stored data of every form of a device.
+    async fn form_data_of_device(&self, device_id: &str) -> StoreResult<Vec<DeviceFormData>>;
     /// Stores a form's new data and the host event announcing it, together; without an
     /// event the data is announced later by `announce_pending_data`.
     async fn put_form_data(&self, data: &FormData, event: Option<&NewEvent>) -> StoreResult<()>;
@@ -150,10 +163,26 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<EventRecord>>;
 
+    /// The latest event of each form and of each app of a device, oldest first.
+    async fn latest_events(&self, device_id: &str) -> StoreResult<Vec<EventRecord>>;
+    /// Whether the device still has the event `event_id`.
+    async fn event_exists(&self, device_id: &str, event_id: i64) -> StoreResult<bool>;
+    /// What the device's events after `after_event_id` are about, oldest first.
+    async fn event_subjects_after(
+        &self,
+        device_id: &str,
+        after_event_id: i64,
+    ) -> StoreResult<Vec<EventSubject>>;
+    /// The id of the device's newest event, 0 when it has none.
+    async fn last_event_id(&self, device_id: &str) -> StoreResult<i64>;
+
     // ---- periodic fetch
     async fn get_pair(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>>;
-    /// Inserts (`expected_version` 0) or updates a pair, with an optional log entry.
-    async fn commit_pair(&self, commit: &PairCommit) -> StoreResult<()>;
+    /// Inserts (`expected_version` 0) or updates a pair, with an optional log entry and
+    /// an optional announcement to the user's devices; answers the devices announced to.
+    async fn commit_pair(&self, commit: &PairCommit) -> StoreResult<Vec<String>>;
+    /// Every pair of a user (across apps), by appid.
+    async fn pairs_of_user(&self, user_id: &str) -> StoreResult<Vec<PairRecord>>;
     async fn fetch_log(
         &self,
         appid: &str,

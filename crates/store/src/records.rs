@@ -97,6 +97,46 @@ pub struct NewEvent {
     /// The form the event is about: a form keeps only its last
     /// [`EVENTS_KEPT_PER_FORM`] events, so a provider writing often grows nothing.
     pub form_id: Option<String>,
+    /// The app a `fetched_data` event is about: a device keeps only the latest one per
+    /// app, since each carries the whole cached body.
+    pub appid: Option<String>,
+    pub kind: String,
+    /// JSON text.
+    pub payload: String,
+    pub at: i64,
+}
+
+/// What an event is about, without its payload: a sync reads these to learn which
+/// forms and apps changed after a cursor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSubject {
+    pub event_id: i64,
+    pub kind: String,
+    pub form_id: Option<String>,
+    pub appid: Option<String>,
+}
+
+/// A form's stored data as a device's host may see it: `announce_pending` when it
+/// arrived while the form was hidden and the host has not been told yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceFormData {
+    pub data: FormData,
+    pub announce_pending: bool,
+}
+
+/// A signing secret (sealed text) and, after a rotation, the one it replaced with the
+/// instant until which that one still signs beside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SigningSecrets {
+    pub current: String,
+    pub previous: Option<String>,
+    pub previous_until: Option<i64>,
+}
+
+/// The event a pair's commit announces to every device of its user (`fetched_data`);
+/// each device's earlier event about the same app is replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairAnnouncement {
     pub kind: String,
     /// JSON text.
     pub payload: String,
@@ -200,6 +240,8 @@ pub struct PairCommit {
     pub record: PairRecord,
     pub expected_version: i64,
     pub log: Option<FetchLogEntry>,
+    /// Announced to the user's devices in the same transaction.
+    pub announce: Option<PairAnnouncement>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -195,11 +195,20 @@ where
     }
 
     async fn insert_event(tx: &mut Conn<B>, event: &NewEvent) -> StoreResult<i64> {
+        if let Some(appid) = &event.appid {
+            // Each `fetched_data` carries the whole cached body: only the latest counts.
+            sqlx::query("DELETE FROM events WHERE device_id = $1 AND appid = $2")
+                .bind(&event.device_id)
+                .bind(appid)
+                .execute(&mut *tx)
+                .await?;
+        }
         let row = sqlx::query(
-            "INSERT INTO events (device_id, form_id, kind, payload, at) VALUES ($1, $2, $3, $4, $5) RETURNING event_id",
+            "INSERT INTO events (device_id, form_id, appid, kind, payload, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING event_id",
         )
         .bind(&event.device_id)
         .bind(&event.form_id)
+        .bind(&event.appid)
         .bind(&event.kind)
         .bind(&event.payload)
         .bind(event.at)
@@ -388,11 +397,18 @@ where
         tx.commit().await
     }
 
-    async fn insert_app(&self, appid: &str, app: &str, key: Option<&KeyRecord>) -> StoreResult<()> {
+    async fn insert_app(
+        &self,
+        appid: &str,
+        app: &str,
+        signing: Option<&SigningSecrets>,
+        key: Option<&KeyRecord>,
+    ) -> StoreResult<()> {
         let mut tx = self.backend.begin().await?;
-        sqlx::query("INSERT INTO apps (appid, app) VALUES ($1, $2)")
+        sqlx::query("INSERT INTO apps (appid, app, signing_secret) VALUES ($1, $2, $3)")
             .bind(appid)
             .bind(app)
+            .bind(signing.map(|s| s.current.clone()))
             .execute(&mut *tx)
             .await?;
         if let Some(key) = key {
@@ -413,6 +429,31 @@ where
         self.update_one(
             sqlx::query("UPDATE apps SET app = $1 WHERE appid = $2")
                 .bind(app)
+                .bind(appid),
+        )
+        .await
+    }
+
+    async fn app_signing(&self, appid: &str) -> StoreResult<Option<SigningSecrets>> {
+        let row = sqlx::query("SELECT signing_secret, previous_signing_secret, previous_secret_until FROM apps WHERE appid = $1")
+            .bind(appid)
+            .fetch_optional(self.backend.reader())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let current: Option<String> = row.get(0);
+        Ok(current.map(|current| SigningSecrets {
+            current,
+            previous: row.get(1),
+            previous_until: row.get(2),
+        }))
+    }
+
+    async fn set_app_signing(&self, appid: &str, signing: &SigningSecrets) -> StoreResult<()> {
+        self.update_one(
+            sqlx::query("UPDATE apps SET signing_secret = $1, previous_signing_secret = $2, previous_secret_until = $3 WHERE appid = $4")
+                .bind(&signing.current)
+                .bind(&signing.previous)
+                .bind(signing.previous_until)
                 .bind(appid),
         )
         .await
@@ -500,6 +541,7 @@ where
         device: &DeviceRecord,
         next_wake_at: Option<i64>,
         key: Option<&KeyRecord>,
+        events: &[NewEvent],
     ) -> StoreResult<()> {
         let mut tx = self.backend.begin().await?;
         sqlx::query("INSERT INTO devices (device_id, user_id, state, version, next_wake_at) VALUES ($1, $2, $3, $4, $5)")
@@ -512,6 +554,9 @@ where
             .await?;
         if let Some(key) = key {
             Self::insert_key_row(&mut tx, key).await?;
+        }
+        for event in events {
+            Self::insert_event(&mut tx, event).await?;
         }
         tx.commit().await
     }
@@ -672,6 +717,22 @@ where
         .fetch_optional(self.backend.reader())
         .await?;
         Ok(row.as_ref().map(Self::form_data_from_row))
+    }
+
+    async fn form_data_of_device(&self, device_id: &str) -> StoreResult<Vec<DeviceFormData>> {
+        let rows = sqlx::query(
+            "SELECT d.form_id, d.data, d.updated_at, d.trigger, d.announce_on_show FROM form_data d JOIN forms f ON f.form_id = d.form_id WHERE f.device_id = $1 ORDER BY f.form_num",
+        )
+        .bind(device_id)
+        .fetch_all(self.backend.reader())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| DeviceFormData {
+                data: Self::form_data_from_row(row),
+                announce_pending: row.get::<i64, _>("announce_on_show") != 0,
+            })
+            .collect())
     }
 
     async fn put_form_data(&self, data: &FormData, event: Option<&NewEvent>) -> StoreResult<()> {
@@ -836,6 +897,77 @@ where
             .collect())
     }
 
+    async fn latest_events(&self, device_id: &str) -> StoreResult<Vec<EventRecord>> {
+        // One group per form and per app; an event about neither (none are written
+        // now) is a group of its own.
+        let rows = sqlx::query(
+            "SELECT event_id, kind, payload, at FROM events WHERE event_id IN (
+                 SELECT MAX(event_id) FROM events WHERE device_id = $1
+                 GROUP BY COALESCE(form_id, appid, CAST(event_id AS TEXT)))
+             ORDER BY event_id",
+        )
+        .bind(device_id)
+        .fetch_all(self.backend.reader())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| EventRecord {
+                event_id: row.get("event_id"),
+                kind: row.get("kind"),
+                payload: row.get("payload"),
+                at: row.get("at"),
+            })
+            .collect())
+    }
+
+    async fn event_exists(&self, device_id: &str, event_id: i64) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM events WHERE device_id = $1 AND event_id = $2")
+            .bind(device_id)
+            .bind(event_id)
+            .fetch_optional(self.backend.reader())
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn event_subjects_after(
+        &self,
+        device_id: &str,
+        after_event_id: i64,
+    ) -> StoreResult<Vec<EventSubject>> {
+        let rows = sqlx::query("SELECT event_id, kind, form_id, appid FROM events WHERE device_id = $1 AND event_id > $2 ORDER BY event_id")
+            .bind(device_id)
+            .bind(after_event_id)
+            .fetch_all(self.backend.reader())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| EventSubject {
+                event_id: row.get("event_id"),
+                kind: row.get("kind"),
+                form_id: row.get("form_id"),
+                appid: row.get("appid"),
+            })
+            .collect())
+    }
+
+    async fn last_event_id(&self, device_id: &str) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(event_id), 0) FROM events WHERE device_id = $1")
+            .bind(device_id)
+            .fetch_one(self.backend.reader())
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn pairs_of_user(&self, user_id: &str) -> StoreResult<Vec<PairRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PAIR_COLUMNS} FROM fetch_pairs WHERE user_id = $1 ORDER BY appid"
+        ))
+        .bind(user_id)
+        .fetch_all(self.backend.reader())
+        .await?;
+        Ok(rows.iter().map(Self::pair_from_row).collect())
+    }
+
     async fn get_pair(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>> {
         let row = sqlx::query(&format!(
             "SELECT {PAIR_COLUMNS} FROM fetch_pairs WHERE appid = $1 AND user_id = $2"
@@ -847,7 +979,7 @@ where
         Ok(row.as_ref().map(Self::pair_from_row))
     }
 
-    async fn commit_pair(&self, commit: &PairCommit) -> StoreResult<()> {
+    async fn commit_pair(&self, commit: &PairCommit) -> StoreResult<Vec<String>> {
         let r = &commit.record;
         let mut tx = self.backend.begin().await?;
         if commit.expected_version == 0 {
@@ -913,7 +1045,28 @@ where
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await
+        let mut announced = Vec::new();
+        if let Some(announce) = &commit.announce {
+            let devices =
+                sqlx::query("SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id")
+                    .bind(&r.user_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for row in &devices {
+                let event = NewEvent {
+                    device_id: row.get(0),
+                    form_id: None,
+                    appid: Some(r.appid.clone()),
+                    kind: announce.kind.clone(),
+                    payload: announce.payload.clone(),
+                    at: announce.at,
+                };
+                Self::insert_event(&mut tx, &event).await?;
+                announced.push(event.device_id);
+            }
+        }
+        tx.commit().await?;
+        Ok(announced)
     }
 
     async fn fetch_log(

@@ -136,9 +136,12 @@ async fn keys_are_found_by_hash_and_rotation_revokes(store: Arc<dyn Store>) {
 conformance!(keys, keys_are_found_by_hash_and_rotation_revokes);
 
 async fn apps_and_providers_keep_what_was_written(store: Arc<dyn Store>) {
-    store.insert_app("wx1", "{\"a\":1}", None).await.unwrap();
+    store
+        .insert_app("wx1", "{\"a\":1}", None, None)
+        .await
+        .unwrap();
     assert!(matches!(
-        store.insert_app("wx1", "{}", None).await,
+        store.insert_app("wx1", "{}", None, None).await,
         Err(StoreError::Exists)
     ));
     assert!(matches!(
@@ -185,7 +188,7 @@ conformance!(apps_and_providers, apps_and_providers_keep_what_was_written);
 async fn device_commits_are_atomic_and_versioned(store: Arc<dyn Store>) {
     provider(store.as_ref()).await;
     store
-        .insert_device(&device("d1"), Some(100), None)
+        .insert_device(&device("d1"), Some(100), None, &[])
         .await
         .unwrap();
     let n1 = store.next_form_num().await.unwrap();
@@ -210,6 +213,7 @@ async fn device_commits_are_atomic_and_versioned(store: Arc<dyn Store>) {
         events: vec![NewEvent {
             device_id: "d1".into(),
             form_id: None,
+            appid: None,
             kind: "k".into(),
             payload: "{}".into(),
             at: 100,
@@ -293,7 +297,7 @@ conformance!(device_commits, device_commits_are_atomic_and_versioned);
 async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
     provider(store.as_ref()).await;
     store
-        .insert_device(&device("d1"), None, None)
+        .insert_device(&device("d1"), None, None, &[])
         .await
         .unwrap();
     let delivery = |id: &str| NewDelivery {
@@ -324,6 +328,7 @@ async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
     let event = NewEvent {
         device_id: "d1".into(),
         form_id: None,
+        appid: None,
         kind: "form_data".into(),
         payload: "{}".into(),
         at: 20,
@@ -369,6 +374,7 @@ async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
     let builder = |d: &FormData| NewEvent {
         device_id: "d1".into(),
         form_id: None,
+        appid: None,
         kind: "form_data".into(),
         payload: d.data.clone(),
         at: 30,
@@ -397,6 +403,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
             record: record.clone(),
             expected_version: 0,
             log: None,
+            announce: None,
         })
         .await
         .unwrap();
@@ -405,7 +412,8 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
             .commit_pair(&PairCommit {
                 record: record.clone(),
                 expected_version: 0,
-                log: None
+                log: None,
+                announce: None,
             })
             .await,
         Err(StoreError::Conflict)
@@ -429,6 +437,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
                     ..current
                 },
                 log: Some(log),
+                announce: None,
             })
             .await
             .unwrap();
@@ -448,12 +457,12 @@ conformance!(pairs, pairs_are_versioned_and_logs_keep_the_last_100);
 async fn claims_are_exclusive_expire_and_are_released_by_commits(store: Arc<dyn Store>) {
     for i in 0..20 {
         store
-            .insert_device(&device(&format!("d{i}")), Some(100 + i), None)
+            .insert_device(&device(&format!("d{i}")), Some(100 + i), None, &[])
             .await
             .unwrap();
     }
     store
-        .insert_device(&device("later"), Some(10_000), None)
+        .insert_device(&device("later"), Some(10_000), None, &[])
         .await
         .unwrap();
     assert_eq!(store.planned_wakeups().await.unwrap().len(), 21);
@@ -514,7 +523,7 @@ conformance!(
 async fn concurrent_claimers_never_share_a_subject(store: Arc<dyn Store>) {
     for i in 0..200 {
         store
-            .insert_device(&device(&format!("c{i}")), Some(i), None)
+            .insert_device(&device(&format!("c{i}")), Some(i), None, &[])
             .await
             .unwrap();
     }
@@ -579,3 +588,195 @@ async fn a_bad_postgres_url_is_refused_without_showing_it() {
         assert!(!shown.contains(PASSWORD), "{shown}");
     }
 }
+
+fn device_of(id: &str, user_id: &str) -> DeviceRecord {
+    DeviceRecord {
+        user_id: user_id.into(),
+        ..device(id)
+    }
+}
+
+fn form_event(device_id: &str, form_id: &str, text: &str) -> NewEvent {
+    NewEvent {
+        device_id: device_id.into(),
+        form_id: Some(form_id.into()),
+        appid: None,
+        kind: "form_data".into(),
+        payload: format!("{{\"text\":\"{text}\"}}"),
+        at: 1,
+    }
+}
+
+async fn announced_data_reaches_the_users_devices_and_streams_start_at_the_latest(
+    store: Arc<dyn Store>,
+) {
+    // An app's signing secrets: none for an app without, rotation kept whole.
+    store.insert_app("old", "{}", None, None).await.unwrap();
+    assert_eq!(store.app_signing("old").await.unwrap(), None);
+    let signing = SigningSecrets {
+        current: "sealed-a".into(),
+        previous: None,
+        previous_until: None,
+    };
+    store
+        .insert_app("wx1", "{}", Some(&signing), None)
+        .await
+        .unwrap();
+    assert_eq!(store.app_signing("wx1").await.unwrap(), Some(signing));
+    let rotated = SigningSecrets {
+        current: "sealed-b".into(),
+        previous: Some("sealed-a".into()),
+        previous_until: Some(99),
+    };
+    store.set_app_signing("wx1", &rotated).await.unwrap();
+    assert_eq!(store.app_signing("wx1").await.unwrap(), Some(rotated));
+    assert!(matches!(
+        store.app_signing("nope").await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Two devices of u1, one of u2; d1 starts with an event given at creation.
+    let first = NewEvent {
+        device_id: "d1".into(),
+        form_id: None,
+        appid: Some("wx1".into()),
+        kind: "fetched_data".into(),
+        payload: "{\"fetched_data\":\"old\"}".into(),
+        at: 1,
+    };
+    store
+        .insert_device(&device_of("d1", "u1"), None, None, &[first])
+        .await
+        .unwrap();
+    store
+        .insert_device(&device_of("d2", "u1"), None, None, &[])
+        .await
+        .unwrap();
+    store
+        .insert_device(&device_of("d3", "u2"), None, None, &[])
+        .await
+        .unwrap();
+    assert_eq!(store.last_event_id("d2").await.unwrap(), 0);
+
+    // A pair's commit announces to u1's devices only, replacing d1's older event.
+    let record = PairRecord {
+        appid: "wx1".into(),
+        user_id: "u1".into(),
+        state: "{}".into(),
+        cached_data: Some("new".into()),
+        cached_at: Some(5),
+        ..PairRecord::default()
+    };
+    let announced = store
+        .commit_pair(&PairCommit {
+            record,
+            expected_version: 0,
+            log: None,
+            announce: Some(PairAnnouncement {
+                kind: "fetched_data".into(),
+                payload: "{\"fetched_data\":\"new\"}".into(),
+                at: 5,
+            }),
+        })
+        .await
+        .unwrap();
+    assert_eq!(announced, vec!["d1".to_string(), "d2".to_string()]);
+    for device_id in ["d1", "d2"] {
+        let events = store.events_after(device_id, 0, 10).await.unwrap();
+        assert_eq!(events.len(), 1, "{device_id}: {events:?}");
+        assert_eq!(events[0].payload, "{\"fetched_data\":\"new\"}");
+    }
+    assert!(store.events_after("d3", 0, 10).await.unwrap().is_empty());
+    let pairs = store.pairs_of_user("u1").await.unwrap();
+    assert_eq!(pairs.len(), 1);
+    assert_eq!(pairs[0].cached_data.as_deref(), Some("new"));
+    assert!(store.pairs_of_user("u2").await.unwrap().is_empty());
+
+    // Form events beside it: the latest of each form and app, oldest first.
+    let mut ids = Vec::new();
+    for (form_id, text) in [("f1", "a"), ("f2", "b"), ("f1", "c")] {
+        let commit = DeviceCommit {
+            device_id: "d1".into(),
+            expected_version: store.get_device("d1").await.unwrap().unwrap().version,
+            state: "{}".into(),
+            events: vec![form_event("d1", form_id, text)],
+            ..DeviceCommit::default()
+        };
+        store.commit_device(&commit).await.unwrap();
+        ids.push(store.last_event_id("d1").await.unwrap());
+    }
+    let latest: Vec<String> = store
+        .latest_events("d1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(
+        latest,
+        vec![
+            "{\"fetched_data\":\"new\"}".to_string(),
+            "{\"text\":\"b\"}".to_string(),
+            "{\"text\":\"c\"}".to_string()
+        ]
+    );
+    assert!(store.event_exists("d1", ids[0]).await.unwrap());
+    assert!(!store.event_exists("d2", ids[0]).await.unwrap(), "not d2's");
+    assert!(!store.event_exists("d1", ids[2] + 1).await.unwrap());
+    let subjects = store.event_subjects_after("d1", ids[0]).await.unwrap();
+    let about: Vec<(Option<&str>, Option<&str>)> = subjects
+        .iter()
+        .map(|s| (s.form_id.as_deref(), s.appid.as_deref()))
+        .collect();
+    assert_eq!(about, vec![(Some("f2"), None), (Some("f1"), None)]);
+    assert_eq!(store.last_event_id("d1").await.unwrap(), ids[2]);
+}
+conformance!(
+    announced_data,
+    announced_data_reaches_the_users_devices_and_streams_start_at_the_latest
+);
+
+async fn a_devices_form_data_says_what_waits_for_show(store: Arc<dyn Store>) {
+    store
+        .insert_device(&device("d1"), None, None, &[])
+        .await
+        .unwrap();
+    store
+        .insert_device(&device("d2"), None, None, &[])
+        .await
+        .unwrap();
+    provider(store.as_ref()).await;
+    let commit = DeviceCommit {
+        device_id: "d1".into(),
+        expected_version: 1,
+        state: "{}".into(),
+        add_forms: vec![form("f1", 1, "d1"), form("f2", 2, "d1")],
+        ..DeviceCommit::default()
+    };
+    store.commit_device(&commit).await.unwrap();
+    let data = |form_id: &str, text: &str| FormData {
+        form_id: form_id.into(),
+        data: format!("{{\"text\":\"{text}\"}}"),
+        updated_at: 10,
+        trigger: "provider".into(),
+    };
+    store
+        .put_form_data(&data("f1", "shown"), Some(&form_event("d1", "f1", "shown")))
+        .await
+        .unwrap();
+    store
+        .put_form_data(&data("f2", "hidden"), None)
+        .await
+        .unwrap();
+    let stored = store.form_data_of_device("d1").await.unwrap();
+    let seen: Vec<(&str, bool)> = stored
+        .iter()
+        .map(|d| (d.data.form_id.as_str(), d.announce_pending))
+        .collect();
+    assert_eq!(seen, vec![("f1", false), ("f2", true)]);
+    assert!(store.form_data_of_device("d2").await.unwrap().is_empty());
+}
+conformance!(
+    device_form_data,
+    a_devices_form_data_says_what_waits_for_show
+);

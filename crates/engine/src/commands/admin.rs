@@ -6,9 +6,10 @@ use super::{check_id, time_zone, Caller};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::secrets::{hash_key, new_api_key, random_bytes};
+use crate::wire::fetched_data_event;
 use refreshd_rules::periodic::{App, SubjectType};
 use refreshd_rules::{Device, Instant};
-use refreshd_store::{DeviceRecord, KeyKind, KeyRecord, NewProvider, StoreError};
+use refreshd_store::{DeviceRecord, KeyKind, KeyRecord, NewProvider, SigningSecrets, StoreError};
 
 /// Longest overlap of a rotated signing secret with its successor (7 days).
 pub const MAX_SECRET_OVERLAP_MINUTES: i64 = 7 * 24 * 60;
@@ -19,11 +20,13 @@ pub struct AdminCommands<'a> {
     pub(crate) engine: &'a Engine,
 }
 
-/// A new app and its developer key (shown once).
+/// A new app, its developer key and the secret its periodic fetches are signed with
+/// (both shown once).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreatedApp {
     pub appid: String,
     pub developer_key: String,
+    pub signing_secret: String,
 }
 
 /// What an operator gives for a new widget provider.
@@ -58,10 +61,12 @@ pub struct MarketUpdateDuration {
     pub update_duration: Option<i64>,
 }
 
-/// A provider's new signing secret, and until when the one it replaces still signs.
+/// A provider's or an app's new signing secret, and until when the one it replaces
+/// still signs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotatedSecret {
-    pub provider: String,
+    /// The provider's name or the app's appid.
+    pub owner: String,
     pub signing_secret: String,
     pub previous_valid_until: Instant,
 }
@@ -110,10 +115,16 @@ impl AdminCommands<'_> {
         let app = App::new(appid.to_string(), subject, None)?;
         let text = serde_json::to_string(&app).map_err(EngineError::corrupt)?;
         let (key, record) = self.new_key(KeyKind::App, appid);
+        let signing_secret = hex::encode(random_bytes::<32>());
+        let signing = SigningSecrets {
+            current: self.engine.seal_signing_secret(&signing_secret),
+            previous: None,
+            previous_until: None,
+        };
         match self
             .engine
             .store
-            .insert_app(appid, &text, Some(&record))
+            .insert_app(appid, &text, Some(&signing), Some(&record))
             .await
         {
             Err(StoreError::Exists) => return Err(EngineError::Exists("an app with this appid")),
@@ -122,6 +133,7 @@ impl AdminCommands<'_> {
         Ok(CreatedApp {
             appid: appid.to_string(),
             developer_key: key,
+            signing_secret,
         })
     }
 
@@ -222,9 +234,22 @@ impl AdminCommands<'_> {
             version: 1,
         };
         let next_wake_at = device.next_wakeup().map(Instant::as_millis);
+        // The user's data already cached reaches the new device like any later fetch:
+        // as its first `fetched_data` events.
+        let now = engine.now();
+        let events: Vec<_> = engine
+            .store
+            .pairs_of_user(user_id)
+            .await?
+            .into_iter()
+            .filter_map(|pair| {
+                let (data, at) = (pair.cached_data?, pair.cached_at?);
+                Some(fetched_data_event(device_id, &pair.appid, &data, at, now))
+            })
+            .collect();
         match engine
             .store
-            .insert_device(&record, next_wake_at, Some(&key_record))
+            .insert_device(&record, next_wake_at, Some(&key_record), &events)
             .await
         {
             Err(StoreError::Exists) => {
@@ -249,29 +274,68 @@ impl AdminCommands<'_> {
         overlap_minutes: Option<i64>,
     ) -> Result<RotatedSecret, EngineError> {
         caller.require(KeyKind::Operator)?;
-        let minutes = overlap_minutes.unwrap_or(DEFAULT_SECRET_OVERLAP_MINUTES);
-        if !(0..=MAX_SECRET_OVERLAP_MINUTES).contains(&minutes) {
-            return Err(EngineError::invalid_request(format!(
-                "overlap_minutes must be 0 to {MAX_SECRET_OVERLAP_MINUTES}"
-            )));
-        }
+        let until = self.overlap_until(overlap_minutes)?;
         let store = &self.engine.store;
         let mut record = store
             .get_provider(provider)
             .await?
             .ok_or(EngineError::NotFound("not_found"))?;
         let secret = hex::encode(random_bytes::<32>());
-        let until = self.engine.now().plus_millis(minutes * 60_000);
         let sealed = self.engine.seal_signing_secret(&secret);
         record.previous_signing_secret =
             Some(std::mem::replace(&mut record.signing_secret, sealed));
         record.previous_secret_until = Some(until.as_millis());
         store.update_provider(&record).await?;
         Ok(RotatedSecret {
-            provider: provider.to_string(),
+            owner: provider.to_string(),
             signing_secret: secret,
             previous_valid_until: until,
         })
+    }
+
+    /// Issues a new secret for an app's signed periodic fetches, with the same overlap
+    /// as a provider's. An app created before apps had a secret gets its first one
+    /// (nothing to overlap).
+    pub async fn rotate_app_signing_secret(
+        &self,
+        caller: &Caller,
+        appid: &str,
+        overlap_minutes: Option<i64>,
+    ) -> Result<RotatedSecret, EngineError> {
+        caller.require(KeyKind::Operator)?;
+        let until = self.overlap_until(overlap_minutes)?;
+        let store = &self.engine.store;
+        let previous = match store.app_signing(appid).await {
+            Err(StoreError::NotFound) => return Err(EngineError::NotFound("app_not_found")),
+            other => other?,
+        };
+        let secret = hex::encode(random_bytes::<32>());
+        let signing = SigningSecrets {
+            current: self.engine.seal_signing_secret(&secret),
+            previous_until: previous.as_ref().map(|_| until.as_millis()),
+            previous: previous.map(|p| p.current),
+        };
+        match store.set_app_signing(appid, &signing).await {
+            Err(StoreError::NotFound) => return Err(EngineError::NotFound("app_not_found")),
+            other => other?,
+        }
+        Ok(RotatedSecret {
+            owner: appid.to_string(),
+            signing_secret: secret,
+            previous_valid_until: until,
+        })
+    }
+
+    /// When a rotated secret stops signing: `overlap_minutes` from now (a day unless
+    /// given, at most a week).
+    fn overlap_until(&self, overlap_minutes: Option<i64>) -> Result<Instant, EngineError> {
+        let minutes = overlap_minutes.unwrap_or(DEFAULT_SECRET_OVERLAP_MINUTES);
+        if !(0..=MAX_SECRET_OVERLAP_MINUTES).contains(&minutes) {
+            return Err(EngineError::invalid_request(format!(
+                "overlap_minutes must be 0 to {MAX_SECRET_OVERLAP_MINUTES}"
+            )));
+        }
+        Ok(self.engine.now().plus_millis(minutes * 60_000))
     }
 
     /// Issues a new key for the app, provider or device `id`; the old key answers 401

@@ -11,7 +11,8 @@
 //! * [`forms`] — widgets: forms on devices, the provider's config, data and next
 //!   refresh, explanations;
 //! * [`device`] — a device's network and time zone;
-//! * [`events`] — the host events of a device, for its event stream.
+//! * [`events`] — the host events of a device: where its event stream starts, and the
+//!   one-request catch-up of a sync.
 
 pub mod access;
 pub mod admin;
@@ -35,7 +36,7 @@ pub use apps::{
     GrayStatus, PeriodicInput, PeriodicView, SourceInput,
 };
 pub use device::DeviceCommands;
-pub use events::{EventCommands, HostEvent};
+pub use events::{EventCommands, HostEvent, StreamStart, SyncView, SyncedApp, SyncedForm};
 pub use forms::{
     AddedForm, ConfigApplied, FormCommands, FormDataView, FormExplanation, NextRefresh,
     NotedDecision, RemovedForms,

@@ -239,6 +239,8 @@ pub type SeenDelivery = (String, String, Value, String);
 #[derive(Clone, Default)]
 pub struct Origin {
     pub requests: Arc<Mutex<Vec<SeenRequest>>>,
+    /// Each request's target (path and query) exactly as received.
+    pub targets: Arc<Mutex<Vec<String>>>,
     pub behaviour: Arc<Mutex<Behaviour>>,
 }
 
@@ -259,8 +261,12 @@ impl Default for Behaviour {
 async fn feed(
     State(origin): State<Origin>,
     Query(query): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(target) = uri.path_and_query() {
+        origin.targets.lock().unwrap().push(target.to_string());
+    }
     origin
         .requests
         .lock()
@@ -376,4 +382,52 @@ impl Provider {
 /// An epoch for `--time-warp-epoch`: now, so virtual time starts at the present.
 pub fn epoch_now() -> String {
     jiff::Timestamp::now().to_string()
+}
+
+/// Reads an SSE response until `until` appears in the text (or the guard deadline).
+pub async fn read_sse_until(response: &mut reqwest::Response, until: &str) -> String {
+    let mut seen = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains(until) {
+                return;
+            }
+        }
+    })
+    .await;
+    seen
+}
+
+/// One server-sent event: its id, its name and its data as JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseEvent {
+    pub id: i64,
+    pub event: String,
+    pub data: Value,
+}
+
+/// The complete events in an SSE text (comments and keep-alives skipped).
+pub fn sse_events(text: &str) -> Vec<SseEvent> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut id = None;
+            let mut event = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(v.trim()).ok();
+                }
+            }
+            Some(SseEvent {
+                id: id?,
+                event: event?,
+                data: data?,
+            })
+        })
+        .collect()
 }
