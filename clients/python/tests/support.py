@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 if SRC not in sys.path:
@@ -145,12 +146,13 @@ class LoopbackServer:
 
 
 class DataServer(LoopbackServer):
-    """A mini-program developer's data address: answers GET with ``self.body`` and
-    records every request's target and signature header."""
+    """A mini-program developer's data address: answers each user's fetch (told
+    apart by the token in the query) with ``bodies[token]``, and records every
+    request's target and signature header."""
 
     def __init__(self):
-        self.body = "first"
-        self.requests = []  # (path and query, refreshd-signature header)
+        self.bodies = {}
+        self.requests = []  # (token, path and query, refreshd-signature header)
         self.lock = threading.Lock()
         server = self
 
@@ -158,9 +160,10 @@ class DataServer(LoopbackServer):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):
+                token = parse_qs(urlsplit(self.path).query).get("token", [""])[0]
                 with server.lock:
-                    server.requests.append((self.path, self.headers.get("refreshd-signature")))
-                    data = server.body.encode("utf-8")
+                    server.requests.append((token, self.path, self.headers.get("refreshd-signature")))
+                    data = server.bodies.get(token, "nothing for " + token).encode("utf-8")
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
@@ -171,6 +174,10 @@ class DataServer(LoopbackServer):
                 pass
 
         super().__init__(Handler)
+
+    def requests_for(self, token):
+        with self.lock:
+            return [(path, signature) for t, path, signature in self.requests if t == token]
 
 
 class Events:

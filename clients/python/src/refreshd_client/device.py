@@ -300,6 +300,11 @@ class EventListener:
             self.device._listeners.remove(self)
         return not self._thread.is_alive()
 
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Waits for the thread to end by itself (after a fatal ``error``); True if it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
