@@ -352,8 +352,9 @@ class EventStream(unittest.TestCase):
         self.addCleanup(device.close)
         listener = device.listen(initial_backoff=0.05)
         self.assertTrue(listener.wait_connected(support.DEADLINE))
-        WORLD.operator.rotate_key("devices", device.device_id)
-        self.assertTrue(listener.join(support.DEADLINE), "the listener should end once its key is refused")
+        with self.assertLogs("refreshd_client.device", "ERROR"):
+            WORLD.operator.rotate_key("devices", device.device_id)
+            self.assertTrue(listener.join(support.DEADLINE), "the listener should end once its key is refused")
         self.assertEqual((listener.error.status, listener.error.code), (401, "unauthorized"))
 
 
