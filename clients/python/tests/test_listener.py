@@ -128,6 +128,26 @@ class ListenerTest(unittest.TestCase):
         self.assertLess(time.monotonic() - started, support.DEADLINE / 2)
         self.assertFalse(listener.running)
 
+    def test_a_chunked_stream_cut_mid_chunk_is_reconnected(self):
+        def cut(handler, stream):
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/event-stream")
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            chunk = event(5, "wx1", "whole", 100)
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            handler.wfile.write(b"64\r\nid: 6")  # promises 100 bytes, sends 5, hangs up
+            handler.wfile.flush()
+            handler.close_connection = True
+
+        stream = ScriptedStream([cut])
+        device = self.device(stream)
+        listener = device.listen(initial_backoff=0.01)
+        stream.next_connection()
+        self.assertEqual(stream.next_connection()[1], "5")
+        self.assertEqual(device.get_background_fetch_data("wx1").fetched_data, "whole")
+        self.assertTrue(listener.running)
+
     def test_a_new_listener_resumes_from_the_stored_event_id(self):
         stream = ScriptedStream([send_then_close(event(41, "wx1", "kept", 100))])
         device = self.device(stream)

@@ -7,6 +7,7 @@ network, so they are there on launch and offline. The cache is filled by
 """
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
@@ -341,10 +342,14 @@ class EventListener:
                     self.error = error
                     log.error("event stream refused for good: %s", error)
                     return
-            except (OSError, ValueError) as error:
-                # ValueError covers http.client's parse errors on a cut stream.
+            except (OSError, http.client.HTTPException) as error:
                 if not self._stopping.is_set():
                     log.info("event stream lost: %s", error)
+            except Exception:
+                # Anything else (a full disk under the cache, say) is logged and retried
+                # with backoff rather than silently ending the thread.
+                if not self._stopping.is_set():
+                    log.exception("event listener failed; retrying")
             finally:
                 self._connected.clear()
             if self._stopping.is_set():
