@@ -84,10 +84,13 @@ class Refreshd:
         )
         lines = queue.Queue()
 
+        process = self.process
+
         def pump():
-            for line in self.process.stdout:
-                self.output.append(line)
-                lines.put(line)
+            with process.stdout:
+                for line in process.stdout:
+                    self.output.append(line)
+                    lines.put(line)
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()

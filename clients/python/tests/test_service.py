@@ -38,7 +38,7 @@ class World:
         self.operator = Operator(refreshd.url, refreshd.admin_key)
         self.data = support.DataServer()
         self.appid = support.unique("wx")
-        app = self.operator.create_app(self.appid)
+        app = self.operator.create_app(self.appid, "organization")
         self.app_secret = app.get("signing_secret")
         self.developer = Developer(refreshd.url, app["developer_key"])
         self.developer.put_periodic_fetch(self.appid, self.data.url + "/data")
@@ -106,7 +106,8 @@ class World:
         """Changes what the data server answers for the user, then fetches now."""
         self.data.bodies[token] = body
         result = self.developer.fetch_now(self.appid, device.user_id)
-        assert result["outcome"] == "success", result
+        if result["outcome"] != "ok":
+            raise AssertionError(f"fetch-now for {device.user_id}: {result}")
         return result
 
     def close(self):
