@@ -185,9 +185,22 @@ class Cache:
     def _remove_form(self, form_id: str) -> bool:
         return self._db.execute("DELETE FROM forms WHERE form_id = ?", (form_id,)).rowcount > 0
 
-    def _clear(self) -> None:
-        self._db.execute("DELETE FROM apps")
-        self._db.execute("DELETE FROM forms")
+    def _keep_only(self, appids: Iterable[str], form_ids: Iterable[str]) -> None:
+        """Drops every app and form not named (a reset: the server listed them all)."""
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_apps (appid TEXT PRIMARY KEY)")
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_forms (form_id TEXT PRIMARY KEY)")
+        self._db.execute("DELETE FROM keep_apps")
+        self._db.execute("DELETE FROM keep_forms")
+        self._db.executemany("INSERT OR IGNORE INTO keep_apps VALUES (?)", [(a,) for a in appids])
+        self._db.executemany("INSERT OR IGNORE INTO keep_forms VALUES (?)", [(f,) for f in form_ids])
+        self._db.execute("DELETE FROM apps WHERE appid NOT IN (SELECT appid FROM keep_apps)")
+        self._db.execute("DELETE FROM forms WHERE form_id NOT IN (SELECT form_id FROM keep_forms)")
+
+    def _clear_form_data(self, form_id: str) -> None:
+        self._db.execute(
+            "UPDATE forms SET data = NULL, updated_at = NULL, updated_at_ms = NULL, trigger = NULL WHERE form_id = ?",
+            (form_id,),
+        )
 
 
 class _Transaction:

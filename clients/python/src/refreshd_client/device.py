@@ -116,11 +116,15 @@ class Device:
         result = _sync_result(body)
         with self.cache.transaction() as tx:
             if result.reset:
-                tx._clear()
+                # The whole state: what it does not list goes. What it lists is stored
+                # unless an event received meanwhile brought something newer.
+                tx._keep_only([a.appid for a in result.apps], [f.form_id for f in result.forms])
             for app in result.apps:
                 tx._put_app(app)
             for form in result.forms:
                 tx._put_form(form.form_id, form.provider, form.form_name)
+                if form.updated_at is None and result.reset:
+                    tx._clear_form_data(form.form_id)
                 tx._put_form_data(form.form_id, form.data, form.updated_at, form.trigger)
             for form_id in result.removed_forms:
                 tx._remove_form(form_id)
@@ -150,7 +154,9 @@ class Device:
             payload = None
         with self.cache.transaction() as tx:
             try:
-                if event.event == "fetched_data":
+                if payload is None:
+                    pass
+                elif event.event == "fetched_data":
                     tx._put_app(app_from(payload))
                 elif event.event == "form_data":
                     tx._put_form_data(

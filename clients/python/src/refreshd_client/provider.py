@@ -62,7 +62,7 @@ def _header(headers: Headers, name: str) -> Optional[str]:
 def handle_delivery(
     secret: Secrets,
     headers: Headers,
-    raw_body: bytes,
+    raw_body: Union[bytes, str],
     answer: Answer,
     now: Now = None,
 ) -> Response:
@@ -75,6 +75,8 @@ def handle_delivery(
     calling ``answer``; an exception in ``answer``, or data over 262,144 bytes,
     answers 500 so that refreshd keeps the old data and retries.
     """
+    if isinstance(raw_body, str):
+        raw_body = raw_body.encode("utf-8")
     try:
         timestamp = check_signature(secret, _header(headers, SIGNATURE_HEADER), raw_body, now)
     except SignatureError as error:
