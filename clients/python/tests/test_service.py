@@ -1,11 +1,13 @@
 """The client against a real refreshd (REFRESHD_BIN): operator, developer and
 provider calls, signed deliveries and fetches, device sync, the event stream into
 the SQLite cache, and the cache read offline once the service is gone."""
+import json
 import os
 import queue
 import shutil
 import tempfile
 import unittest
+from datetime import datetime, timedelta, timezone
 
 try:
     from . import support
@@ -156,6 +158,59 @@ class Errors(unittest.TestCase):
         with self.assertRaises(RefreshdError) as caught:
             WORLD.developer.fetch_log(support.unique("wx"), "u")
         self.assertEqual(caught.exception.status, 404)
+
+
+class Calls(unittest.TestCase):
+    """Device, provider and developer calls reach refreshd and come back typed."""
+
+    def test_device_calls(self):
+        device = WORLD.device()
+        self.addCleanup(device.close)
+        device.set_zone("Europe/Berlin")
+        with self.assertRaises(RefreshdError) as caught:
+            device.set_zone("Nowhere/Atlantis")
+        self.assertEqual(caught.exception.code, "invalid_zone")
+        went_offline = datetime.now(timezone.utc) - timedelta(minutes=5)
+        device.report_network(False, since=went_offline)
+        device.report_network(True)
+        with self.assertRaises(RefreshdError) as caught:
+            device.report_network(False, since=datetime.now(timezone.utc) + timedelta(days=1))
+        self.assertEqual(caught.exception.status, 400)
+
+        form_id = device.add_form(WORLD.provider_name, "weather", hidden=True)
+        self.assertEqual(device.get_form_data(form_id).form_name, "weather")  # known before any data
+        device.set_visibility(form_id, True)
+        for explained in (device.explain_form(form_id), WORLD.provider.explain_form(form_id)):
+            self.assertIsInstance(explained, dict)
+            self.assertTrue(explained)
+        due = WORLD.provider.next_refresh(form_id, 10)["due_at"]
+        self.assertRegex(due, r"^\d{4}-\d\d-\d\dT")
+        with self.assertRaises(RefreshdError) as caught:
+            WORLD.provider.next_refresh(form_id, 1)
+        self.assertEqual((caught.exception.status, caught.exception.code), (400, "invalid_next_refresh"))
+        device.remove_form(form_id)
+        self.assertIsNone(device.get_form_data(form_id))
+        with self.assertRaises(RefreshdError) as caught:
+            device.remove_form(form_id)
+        self.assertEqual(caught.exception.status, 404)
+
+    def test_background_fetch_and_developer_reads(self):
+        device = WORLD.device()
+        self.addCleanup(device.close)
+        with self.assertRaises(RefreshdError) as caught:
+            device.fetch_background_data(WORLD.appid)
+        self.assertEqual((caught.exception.status, caught.exception.code), (404, "no_cached_data"))
+        self.assertIsNone(device.get_background_fetch_data(WORLD.appid))
+        token = WORLD.prepare(device, "read me")
+        fetched = WORLD.fetch(device, token, "read me too")
+        got = device.fetch_background_data(WORLD.appid)
+        self.assertEqual((got.fetched_data, got.time_stamp), ("read me too", fetched["time_stamp"]))
+        self.assertEqual(device.get_background_fetch_data(WORLD.appid), got)  # kept in the cache
+        attempts = WORLD.developer.fetch_log(WORLD.appid, device.user_id)["attempts"]
+        self.assertEqual(len(attempts), 2)
+        self.assertEqual(attempts[0]["outcome"], "ok")
+        self.assertNotIn(token, json.dumps(attempts))
+        self.assertIsInstance(WORLD.developer.explain(WORLD.appid, device.user_id), dict)
 
 
 class Deliveries(unittest.TestCase):
