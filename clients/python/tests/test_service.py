@@ -287,7 +287,7 @@ class Sync(unittest.TestCase):
         support.wait_until(lambda: _form_data(device, form_id), message="the form's first data")
         # Something the server never said: a reset must drop it.
         with device.cache.transaction() as tx:
-            tx._put_form("stale-form", "p", "n")
+            tx.put_form("stale-form", "p", "n")
 
         first = device.sync()
         self.assertTrue(first.reset)
@@ -335,7 +335,7 @@ class Sync(unittest.TestCase):
         device = WORLD.device()
         self.addCleanup(device.close)
         with device.cache.transaction() as tx:
-            tx._set_meta("sync_cursor", "garbage!")
+            tx.set_meta("sync_cursor", "garbage!")
         with self.assertLogs("refreshd_client.device", "WARNING"):
             result = device.sync()
         self.assertTrue(result.reset)

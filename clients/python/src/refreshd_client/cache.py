@@ -139,19 +139,19 @@ class Cache:
             ).fetchall()
         return [_form(row) for row in rows]
 
-    # Writes ------------------------------------------------------------------------
+    # Writes: only inside ``with cache.transaction() as tx`` -----------------------------
 
     def transaction(self) -> "_Transaction":
         """``with cache.transaction() as tx:`` applies every write in it or none."""
         return _Transaction(self)
 
-    def _set_meta(self, key: str, value: Optional[str]) -> None:
+    def set_meta(self, key: str, value: Optional[str]) -> None:
         if value is None:
             self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
         else:
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
-    def _put_app(self, app: FetchedData) -> bool:
+    def put_app(self, app: FetchedData) -> bool:
         """Stores the app's data unless the cache already has newer; True when stored."""
         cursor = self._db.execute(
             "INSERT INTO apps(appid, fetched_data, time_stamp) VALUES (?, ?, ?) "
@@ -161,7 +161,7 @@ class Cache:
         )
         return cursor.rowcount > 0
 
-    def _put_form(self, form_id: str, provider: Optional[str] = None, form_name: Optional[str] = None) -> None:
+    def put_form(self, form_id: str, provider: Optional[str] = None, form_name: Optional[str] = None) -> None:
         self._db.execute(
             "INSERT INTO forms(form_id, provider, form_name) VALUES (?, ?, ?) "
             "ON CONFLICT(form_id) DO UPDATE SET provider = coalesce(excluded.provider, forms.provider), "
@@ -169,11 +169,11 @@ class Cache:
             (form_id, provider, form_name),
         )
 
-    def _put_form_data(self, form_id: str, data: Any, updated_at: Optional[str], trigger: Optional[str]) -> bool:
+    def put_form_data(self, form_id: str, data: Any, updated_at: Optional[str], trigger: Optional[str]) -> bool:
         """Stores a form's data unless the cache already has newer; True when stored."""
         if updated_at is None:
             return False  # "no data yet" never replaces data
-        self._put_form(form_id)
+        self.put_form(form_id)
         at = instant_ms(updated_at)
         cursor = self._db.execute(
             "UPDATE forms SET data = ?, updated_at = ?, updated_at_ms = ?, trigger = ? "
@@ -182,10 +182,10 @@ class Cache:
         )
         return cursor.rowcount > 0
 
-    def _remove_form(self, form_id: str) -> bool:
+    def remove_form(self, form_id: str) -> bool:
         return self._db.execute("DELETE FROM forms WHERE form_id = ?", (form_id,)).rowcount > 0
 
-    def _keep_only(self, appids: Iterable[str], form_ids: Iterable[str]) -> None:
+    def keep_only(self, appids: Iterable[str], form_ids: Iterable[str]) -> None:
         """Drops every app and form not named (a reset: the server listed them all)."""
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_apps (appid TEXT PRIMARY KEY)")
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_forms (form_id TEXT PRIMARY KEY)")
@@ -196,7 +196,7 @@ class Cache:
         self._db.execute("DELETE FROM apps WHERE appid NOT IN (SELECT appid FROM keep_apps)")
         self._db.execute("DELETE FROM forms WHERE form_id NOT IN (SELECT form_id FROM keep_forms)")
 
-    def _clear_form_data(self, form_id: str) -> None:
+    def clear_form_data(self, form_id: str) -> None:
         self._db.execute(
             "UPDATE forms SET data = NULL, updated_at = NULL, updated_at_ms = NULL, trigger = NULL WHERE form_id = ?",
             (form_id,),

@@ -118,17 +118,17 @@ class Device:
             if result.reset:
                 # The whole state: what it does not list goes. What it lists is stored
                 # unless an event received meanwhile brought something newer.
-                tx._keep_only([a.appid for a in result.apps], [f.form_id for f in result.forms])
+                tx.keep_only([a.appid for a in result.apps], [f.form_id for f in result.forms])
             for app in result.apps:
-                tx._put_app(app)
+                tx.put_app(app)
             for form in result.forms:
-                tx._put_form(form.form_id, form.provider, form.form_name)
+                tx.put_form(form.form_id, form.provider, form.form_name)
                 if form.updated_at is None and result.reset:
-                    tx._clear_form_data(form.form_id)
-                tx._put_form_data(form.form_id, form.data, form.updated_at, form.trigger)
+                    tx.clear_form_data(form.form_id)
+                tx.put_form_data(form.form_id, form.data, form.updated_at, form.trigger)
             for form_id in result.removed_forms:
-                tx._remove_form(form_id)
-            tx._set_meta(CURSOR, result.cursor)
+                tx.remove_form(form_id)
+            tx.set_meta(CURSOR, result.cursor)
         return result
 
     # Events --------------------------------------------------------------------------
@@ -154,20 +154,18 @@ class Device:
             payload = None
         with self.cache.transaction() as tx:
             try:
-                if payload is None:
-                    pass
-                elif event.event == "fetched_data":
-                    tx._put_app(app_from(payload))
-                elif event.event == "form_data":
-                    tx._put_form_data(
+                if payload is not None and event.event == "fetched_data":
+                    tx.put_app(app_from(payload))
+                elif payload is not None and event.event == "form_data":
+                    tx.put_form_data(
                         str(payload["form_id"]), payload.get("data"), payload.get("updated_at"), payload.get("trigger")
                     )
-                elif event.event == "form_removed":
-                    tx._remove_form(str(payload["form_id"]))
+                elif payload is not None and event.event == "form_removed":
+                    tx.remove_form(str(payload["form_id"]))
             except (KeyError, TypeError, ValueError, AttributeError):
                 log.warning("event %s (%s) does not have the expected shape; skipped", event.id, event.event)
             if event.id is not None:
-                tx._set_meta(LAST_EVENT_ID, event.id)
+                tx.set_meta(LAST_EVENT_ID, event.id)
         return payload
 
     # Device calls (network) ----------------------------------------------------------
@@ -188,7 +186,7 @@ class Device:
         )
         app = app_from({"appid": appid, **body})
         with self.cache.transaction() as tx:
-            tx._put_app(app)
+            tx.put_app(app)
         return app
 
     def add_form(self, provider: str, form_name: str, hidden: bool = False) -> str:
@@ -196,14 +194,14 @@ class Device:
         body = self._call("POST", "/v1/forms", {"provider": provider, "form_name": form_name, "hidden": hidden})
         form_id = str(body["form_id"])
         with self.cache.transaction() as tx:
-            tx._put_form(form_id, provider, form_name)
+            tx.put_form(form_id, provider, form_name)
         return form_id
 
     def remove_form(self, form_id: str) -> None:
         """Removes a widget (and its cached data)."""
         self._call("DELETE", f"/v1/forms/{segment(form_id)}")
         with self.cache.transaction() as tx:
-            tx._remove_form(form_id)
+            tx.remove_form(form_id)
 
     def set_visibility(self, form_id: str, visible: bool) -> None:
         self._call("POST", f"/v1/forms/{segment(form_id)}/visibility", {"visible": visible})
@@ -213,7 +211,7 @@ class Device:
         Raises ``RefreshdError`` 404 ``no_form_data`` when there is none yet."""
         body = self._call("GET", f"/v1/forms/{segment(form_id)}/data")
         with self.cache.transaction() as tx:
-            tx._put_form_data(form_id, body.get("data"), body.get("updated_at"), body.get("trigger"))
+            tx.put_form_data(form_id, body.get("data"), body.get("updated_at"), body.get("trigger"))
         cached = self.cache.form(form_id)
         return cached or FormData(form_id, None, None, body.get("data"), body.get("updated_at"), body.get("trigger"))
 
