@@ -143,11 +143,7 @@ def verify_fetch_signature(
     ``http.server`` handler; ``RAW_URI`` or ``PATH_INFO`` + ``?`` + ``QUERY_STRING``
     in WSGI when nothing was decoded).
     """
-    try:
-        check_signature(secret, header, path_and_query, now, tolerance)
-    except SignatureError:
-        return False
-    return True
+    return verify_signature(secret, header, path_and_query, now, tolerance)
 
 
 def _bytes(value: Union[Secret, Payload]) -> bytes:
