@@ -409,9 +409,26 @@ class EventStream(unittest.TestCase):
         listener = device.listen(initial_backoff=0.05)
         self.assertTrue(listener.wait_connected(support.DEADLINE))
         with self.assertLogs("refreshd_client.device", "ERROR"):
-            WORLD.operator.rotate_key("devices", device.device_id)
+            rotated = WORLD.operator.rotate_key("devices", device.device_id)
             self.assertTrue(listener.join(support.DEADLINE), "the listener should end once its key is refused")
         self.assertEqual((listener.error.status, listener.error.code), (401, "unauthorized"))
+        # The same cache goes on with the new key.
+        renewed = Device(WORLD.refreshd.url, rotated["device_key"], device.cache.path)
+        self.addCleanup(renewed.close)
+        self.assertTrue(renewed.sync().reset)
+
+    def test_a_new_device_of_a_user_with_data_is_sent_that_data(self):
+        phone = WORLD.device()
+        self.addCleanup(phone.close)
+        token = WORLD.prepare(phone, "for every device")
+        fetched = WORLD.fetch(phone, token, "for every device, again")
+        tablet = WORLD.device(user_id=phone.user_id)
+        self.addCleanup(tablet.close)
+        events = support.Events()
+        tablet.listen(events)
+        events.wait_for(lambda kind, data: kind == "fetched_data", message="the user's data on the new device")
+        cached = tablet.get_background_fetch_data(WORLD.appid)
+        self.assertEqual((cached.fetched_data, cached.time_stamp), ("for every device, again", fetched["time_stamp"]))
 
 
 class Offline(unittest.TestCase):
