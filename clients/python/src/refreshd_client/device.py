@@ -367,19 +367,19 @@ class EventListener:
 
     def _stream(self) -> None:
         """One connection: reads events until the stream ends."""
-        http = self.device._http
-        headers = http.headers({"Accept": "text/event-stream", "Cache-Control": "no-cache"})
+        transport = self.device._http
+        headers = transport.headers({"Accept": "text/event-stream", "Cache-Control": "no-cache"})
         last_id = self.device.last_event_id
         if last_id:
             headers["Last-Event-ID"] = last_id
-        conn = http.connect(timeout=self.read_timeout)
+        conn = transport.connect(timeout=self.read_timeout)
         try:
             conn.connect()
             with self._socket_lock:
                 self._socket = conn.sock
             if self._stopping.is_set():
                 return
-            conn.request("GET", http.target("/v1/events"), headers=headers)
+            conn.request("GET", transport.target("/v1/events"), headers=headers)
             response = conn.getresponse()
             if response.status != 200:
                 raise RefreshdError.from_response(
