@@ -36,7 +36,6 @@ class World:
 
     def __init__(self, refreshd):
         self.refreshd = refreshd
-        self.tmp = tempfile.mkdtemp(prefix="refreshd-pyclient-")
         self.operator = Operator(refreshd.url, refreshd.admin_key)
         self.data = support.DataServer()
         self.appid = support.unique("wx")
@@ -65,6 +64,7 @@ class World:
                 super().do_POST()
 
         self.provider_server.set_handler(Recording)
+        self.tmp = tempfile.mkdtemp(prefix="refreshd-pyclient-")  # last: nothing to leak if setup fails
 
     def answer(self, delivery):
         self.deliveries.put(delivery)
