@@ -98,6 +98,11 @@ impl From<EngineError> for ApiError {
                 "already_exists",
                 format!("{what} already exists"),
             ),
+            EngineError::Busy(message) => {
+                let mut error = ApiError::new(StatusCode::CONFLICT, "busy", message);
+                error.retry_after_seconds = Some(1);
+                error
+            }
             EngineError::Unauthorized => ApiError::unauthorized(),
             EngineError::Store(StoreError::NotFound) => ApiError::not_found("not_found"),
             EngineError::Store(StoreError::Exists) => {

@@ -17,6 +17,7 @@ pub mod events;
 pub mod extract;
 pub mod forms;
 pub mod json_errors;
+pub mod lifecycle;
 pub mod request_limits;
 pub mod streams;
 
@@ -73,6 +74,7 @@ const DEVELOPER: &[KeyKind] = &[KeyKind::App];
 const PROVIDER: &[KeyKind] = &[KeyKind::Provider];
 const DEVICE: &[KeyKind] = &[KeyKind::Device];
 const DEVICE_OR_PROVIDER: &[KeyKind] = &[KeyKind::Device, KeyKind::Provider];
+const OPERATOR_OR_PROVIDER: &[KeyKind] = &[KeyKind::Operator, KeyKind::Provider];
 
 /// Settings of the API that operators choose.
 #[derive(Clone, Copy, Debug)]
@@ -422,6 +424,86 @@ pub fn build(engine: Arc<Engine>, api_settings: ApiSettings) -> (Router, ApiHand
         "Everything that changed for this device and its user after a cursor: cached periodic data per app, form data, removed forms",
         200,
         get(device::sync).layer(CompressionLayer::new()),
+    )
+    .add(
+        "GET",
+        "/v1/admin/apps",
+        OPERATOR,
+        "List apps, a page at a time (cursor, limit)",
+        200,
+        get(lifecycle::list_apps),
+    )
+    .add(
+        "DELETE",
+        "/v1/admin/apps/{appid}",
+        OPERATOR,
+        "Delete an app: its key, every user's token, cache and fetch log",
+        204,
+        delete(lifecycle::delete_app),
+    )
+    .add(
+        "GET",
+        "/v1/admin/providers",
+        OPERATOR,
+        "List widget providers, a page at a time (cursor, limit)",
+        200,
+        get(lifecycle::list_providers),
+    )
+    .add(
+        "DELETE",
+        "/v1/admin/providers/{provider}",
+        OPERATOR,
+        "Delete a provider: its forms leave their devices (form_removed), its key and deliveries go",
+        204,
+        delete(lifecycle::delete_provider),
+    )
+    .add(
+        "GET",
+        "/v1/providers/{provider}/form-definitions",
+        OPERATOR_OR_PROVIDER,
+        "A provider's form definitions and how many forms of each are placed",
+        200,
+        get(lifecycle::form_definitions),
+    )
+    .add(
+        "GET",
+        "/v1/admin/devices",
+        OPERATOR,
+        "List devices, of one user with user_id, a page at a time (cursor, limit)",
+        200,
+        get(lifecycle::list_devices),
+    )
+    .add(
+        "DELETE",
+        "/v1/admin/devices/{device_id}",
+        OPERATOR,
+        "Delete a device: its key, open streams, forms, data, deliveries and events",
+        204,
+        delete(lifecycle::delete_device),
+    )
+    .add(
+        "GET",
+        "/v1/admin/devices/{device_id}/forms",
+        OPERATOR,
+        "The forms placed on a device",
+        200,
+        get(lifecycle::device_forms),
+    )
+    .add(
+        "GET",
+        "/v1/device/forms",
+        DEVICE,
+        "The forms placed on this device",
+        200,
+        get(lifecycle::own_forms),
+    )
+    .add(
+        "DELETE",
+        "/v1/admin/users/{user_id}",
+        OPERATOR,
+        "Erase a user: every device, form, token, cache and fetch log row, and their place among rollout testers",
+        200,
+        delete(lifecycle::erase_user),
     )
     .add(
         "GET",

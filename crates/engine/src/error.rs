@@ -33,6 +33,9 @@ pub enum EngineError {
     /// What already exists, in words ("a device with this device_id").
     #[error("{0} already exists")]
     Exists(&'static str),
+    /// The change keeps losing to concurrent ones; the caller may try again.
+    #[error("{0}")]
+    Busy(&'static str),
     /// The caller's key is of another kind, or its principal no longer exists.
     #[error("a valid key of the right kind is required")]
     Unauthorized,

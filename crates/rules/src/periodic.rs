@@ -105,6 +105,17 @@ impl App {
         self.periodic.as_ref().is_some_and(|p| p.enabled)
     }
 
+    /// Drops `user_id` from the rollout's testers (a user erased on request); true when
+    /// it was one. The percentage is untouched, so this never retracts a rollout (P3).
+    pub fn forget_tester(&mut self, user_id: &str) -> bool {
+        let Some(gray) = self.periodic.as_mut().and_then(|p| p.gray.as_mut()) else {
+            return false;
+        };
+        let before = gray.testers.len();
+        gray.testers.retain(|t| t != user_id);
+        gray.testers.len() != before
+    }
+
     /// Replaces the whole setting (P2, P3): individuals may not use URL sources; gray
     /// needs a URL source; an active rollout may not be lowered or withdrawn; 100 %
     /// promotes the gray URL to the main URL.

@@ -229,6 +229,41 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    // ---- listing (operator views; ids ascending, after the cursor id, at most `limit`)
+    /// Apps as (appid, the rules' App as JSON).
+    async fn list_apps(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, String)>>;
+    async fn list_providers(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<ProviderRecord>>;
+    /// Devices, of one user when `user_id` is given.
+    async fn list_devices(
+        &self,
+        user_id: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeviceRecord>>;
+    /// How many forms of each definition of `provider` are placed, by form name.
+    async fn placed_form_counts(&self, provider: &str) -> StoreResult<Vec<(String, i64)>>;
+
+    // ---- deletion: each in one transaction, keys deleted with their principal
+    /// An app, its keys, every user's pair, cache and fetch log, and the `fetched_data`
+    /// events it caused; answers the users whose pairs went.
+    async fn delete_app(&self, appid: &str) -> StoreResult<Vec<String>>;
+    /// A provider without placed forms (the engine removes them from their devices
+    /// first), its keys and its deliveries.
+    async fn delete_provider(&self, provider: &str) -> StoreResult<()>;
+    /// A device, its keys, forms, their data, decisions, deliveries and events.
+    async fn delete_device(&self, device_id: &str) -> StoreResult<()>;
+    /// Every trace of a user: their devices (as `delete_device`), pairs, tokens, caches
+    /// and fetch logs. Answers (devices, appids of the pairs) that went.
+    async fn erase_user(&self, user_id: &str) -> StoreResult<(Vec<String>, Vec<String>)>;
+
     // ---- retention
     /// Deletes finished deliveries and events older than `before`.
     async fn prune(&self, before: i64) -> StoreResult<()>;

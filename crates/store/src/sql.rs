@@ -38,6 +38,12 @@ pub trait Backend: Send + Sync + 'static {
     fn check_writes(&self) -> impl Future<Output = StoreResult<()>> + Send {
         async { Ok(()) }
     }
+    /// After an erasure: drops what the database still keeps of deleted rows outside
+    /// its live pages (SQLite's write-ahead log holds every earlier version of a page
+    /// until a checkpoint).
+    fn forget_deleted(&self) -> impl Future<Output = StoreResult<()>> + Send {
+        async { Ok(()) }
+    }
     /// See [`Store::publish_host_event`]; one node: nothing to tell.
     fn publish_host_event(&self, _device_id: &str) -> impl Future<Output = StoreResult<()>> + Send {
         async { Ok(()) }
@@ -224,6 +230,32 @@ where
             .await?;
         }
         Ok(row.get(0))
+    }
+
+    /// Deletes a device and everything hanging from it, within `tx`; `NotFound` when
+    /// there is no such device.
+    async fn delete_device_rows(tx: &mut Conn<B>, device_id: &str) -> StoreResult<()> {
+        for statement in [
+            "DELETE FROM api_keys WHERE kind = 'device' AND principal = $1",
+            "DELETE FROM form_data WHERE form_id IN (SELECT form_id FROM forms WHERE device_id = $1)",
+            "DELETE FROM form_decisions WHERE form_id IN (SELECT form_id FROM forms WHERE device_id = $1)",
+            "DELETE FROM deliveries WHERE device_id = $1",
+            "DELETE FROM events WHERE device_id = $1",
+            "DELETE FROM forms WHERE device_id = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let deleted = sqlx::query("DELETE FROM devices WHERE device_id = $1")
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        if B::rows_affected(&deleted) == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     /// Stores a form's data with the event that announces it, or, without one, marks it
@@ -1173,6 +1205,164 @@ where
         sink: tokio::sync::broadcast::Sender<String>,
     ) -> StoreResult<()> {
         self.backend.forward_host_events(sink).await
+    }
+
+    async fn list_apps(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let rows =
+            sqlx::query("SELECT appid, app FROM apps WHERE appid > $1 ORDER BY appid LIMIT $2")
+                .bind(after.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(self.backend.reader())
+                .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    async fn list_providers(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<ProviderRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PROVIDER_COLUMNS} FROM providers WHERE provider > $1 ORDER BY provider LIMIT $2"
+        ))
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.backend.reader())
+        .await?;
+        Ok(rows.iter().map(Self::provider_from_row).collect())
+    }
+
+    async fn list_devices(
+        &self,
+        user_id: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeviceRecord>> {
+        let rows = sqlx::query(
+            "SELECT device_id, user_id, state, version FROM devices
+             WHERE device_id > $1 AND ($2 = '' OR user_id = $2) ORDER BY device_id LIMIT $3",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(user_id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.backend.reader())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| DeviceRecord {
+                device_id: row.get("device_id"),
+                user_id: row.get("user_id"),
+                state: row.get("state"),
+                version: row.get("version"),
+            })
+            .collect())
+    }
+
+    async fn placed_form_counts(&self, provider: &str) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT form_name, COUNT(*) FROM forms WHERE provider = $1 GROUP BY form_name ORDER BY form_name",
+        )
+        .bind(provider)
+        .fetch_all(self.backend.reader())
+        .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    async fn delete_app(&self, appid: &str) -> StoreResult<Vec<String>> {
+        let mut tx = self.backend.begin().await?;
+        let users =
+            sqlx::query("SELECT user_id FROM fetch_pairs WHERE appid = $1 ORDER BY user_id")
+                .bind(appid)
+                .fetch_all(&mut *tx)
+                .await?;
+        for statement in [
+            "DELETE FROM api_keys WHERE kind = 'app' AND principal = $1",
+            "DELETE FROM fetch_pairs WHERE appid = $1",
+            "DELETE FROM fetch_log WHERE appid = $1",
+            "DELETE FROM events WHERE appid = $1",
+        ] {
+            sqlx::query(statement).bind(appid).execute(&mut *tx).await?;
+        }
+        let deleted = sqlx::query("DELETE FROM apps WHERE appid = $1")
+            .bind(appid)
+            .execute(&mut *tx)
+            .await?;
+        if B::rows_affected(&deleted) == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(users.iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn delete_provider(&self, provider: &str) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        for statement in [
+            "DELETE FROM api_keys WHERE kind = 'provider' AND principal = $1",
+            "DELETE FROM deliveries WHERE provider = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(provider)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Refused by the forms' foreign key while any form of the provider is placed.
+        let deleted = sqlx::query("DELETE FROM providers WHERE provider = $1")
+            .bind(provider)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::NotFound => StoreError::Conflict,
+                other => other,
+            })?;
+        if B::rows_affected(&deleted) == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await
+    }
+
+    async fn delete_device(&self, device_id: &str) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        Self::delete_device_rows(&mut tx, device_id).await?;
+        tx.commit().await
+    }
+
+    async fn erase_user(&self, user_id: &str) -> StoreResult<(Vec<String>, Vec<String>)> {
+        let mut tx = self.backend.begin().await?;
+        let devices: Vec<String> =
+            sqlx::query("SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id")
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+        for device_id in &devices {
+            Self::delete_device_rows(&mut tx, device_id).await?;
+        }
+        let apps: Vec<String> =
+            sqlx::query("SELECT appid FROM fetch_pairs WHERE user_id = $1 ORDER BY appid")
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+        for statement in [
+            "DELETE FROM fetch_pairs WHERE user_id = $1",
+            "DELETE FROM fetch_log WHERE user_id = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.backend.forget_deleted().await?;
+        Ok((devices, apps))
     }
 
     async fn prune(&self, before: i64) -> StoreResult<()> {

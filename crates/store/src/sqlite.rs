@@ -133,6 +133,22 @@ impl Backend for SqliteBackend {
         self.writer.close().await;
     }
 
+    /// Folds the write-ahead log into the file and empties it, so the earlier versions
+    /// of erased rows it held are gone too (secure_delete has zeroed them in the pages).
+    async fn forget_deleted(&self) -> StoreResult<()> {
+        let mut conn = self.writer.acquire().await?;
+        let (busy,): (i64,) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *conn)
+            .await?;
+        if busy != 0 {
+            return Err(StoreError::Unavailable(
+                "the write-ahead log could not be emptied while readers held it; erase again"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// After a failed commit the store is unhealthy until a write of full size (the
     /// probe) commits again.
     async fn check_writes(&self) -> StoreResult<()> {
@@ -208,6 +224,9 @@ impl SqlStore<SqliteBackend> {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Deleted content is overwritten, so an erased user or device leaves no
+            // bytes of theirs behind in the file.
+            .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
         let health = Arc::new(WriteHealth {
             failing: AtomicBool::new(false),

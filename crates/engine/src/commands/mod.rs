@@ -11,6 +11,7 @@
 //! * [`forms`] — widgets: forms on devices, the provider's config, data and next
 //!   refresh, explanations;
 //! * [`device`] — a device's network and time zone;
+//! * [`lifecycle`] — listing and deleting apps, providers and devices, erasing a user;
 //! * [`events`] — the host events of a device: where its event stream starts, and the
 //!   one-request catch-up of a sync.
 
@@ -20,6 +21,7 @@ pub mod apps;
 pub mod device;
 pub mod events;
 pub mod forms;
+pub mod lifecycle;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -40,6 +42,10 @@ pub use events::{EventCommands, HostEvent, StreamStart, SyncView, SyncedApp, Syn
 pub use forms::{
     AddedForm, ConfigApplied, FormCommands, FormDataView, FormExplanation, NextRefresh,
     NotedDecision, RemovedForms,
+};
+pub use lifecycle::{
+    AppSummary, DefinitionCount, DeviceSummary, ErasedUser, LifecycleCommands, Page, PlacedForm,
+    ProviderSummary,
 };
 
 /// Who calls a command: the principal an API key authenticated as.
@@ -91,9 +97,14 @@ impl Engine {
         DeviceCommands { engine: self }
     }
 
-    /// Host events, for a device's event stream.
+    /// Host events, for a device's event stream and sync.
     pub fn events(&self) -> EventCommands<'_> {
         EventCommands { engine: self }
+    }
+
+    /// Listing and deleting what the operator created; erasing a user.
+    pub fn lifecycle(&self) -> LifecycleCommands<'_> {
+        LifecycleCommands { engine: self }
     }
 }
 
