@@ -6,6 +6,7 @@ mod http_server;
 mod lint;
 mod serve;
 mod simulate_engine;
+mod telemetry;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
