@@ -15,7 +15,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct NetworkBody {
     online: bool,
+    /// When the device went offline (RFC 3339); now unless given. Not in the future,
+    /// nor before the previous report.
     #[serde(default)]
+    #[schemars(with = "Option<crate::openapi::DateTime>")]
     since: Option<String>,
 }
 
@@ -45,7 +48,7 @@ pub async fn report_network(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneBody {
-    zone: String,
+    zone: crate::openapi::Zone,
 }
 
 /// F23a.
@@ -54,6 +57,10 @@ pub async fn set_zone(
     Extension(caller): Extension<Caller>,
     Body(body): Body<ZoneBody>,
 ) -> ApiResult<StatusCode> {
-    state.engine.device().set_zone(&caller, &body.zone).await?;
+    state
+        .engine
+        .device()
+        .set_zone(&caller, &body.zone.0)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
