@@ -110,6 +110,39 @@ pub async fn get_data(
     }))
 }
 
+/// The shape of form_config.json (F1-F4a) as the engine reads it. Fields other than
+/// these are kept or ignored with a warning; the rules between fields (F2-F4a, unique
+/// names, the kinds of app that may use a condition) are checked by the engine, which
+/// answers `invalid_config` with every problem in `details`.
+pub fn form_config_schema() -> Value {
+    let time = r"^([0-9]|[01][0-9]|2[0-4]):[0-5][0-9]$";
+    serde_json::json!({
+        "type": "object",
+        "description": "form_config.json (F1-F5): at most 256 definitions and 262,144 bytes; \
+            integers are written without a fraction",
+        "required": ["forms"],
+        "properties": {
+            "forms": {
+                "type": "array",
+                "maxItems": refreshd_rules::form_config::MAX_DEFINITIONS,
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "description": "unique in the document"},
+                        "updateEnabled": {"type": "boolean"},
+                        "updateDuration": {"type": "integer", "minimum": 0, "description": "N x 30 minutes; 0 for none; above 336 is read as 336"},
+                        "scheduledUpdateTime": {"type": "string", "pattern": time, "description": "HH:MM, local time"},
+                        "multiScheduledUpdateTime": {"type": "string", "description": "HH:MM,HH:MM,... local times"},
+                        "conditionUpdate": {"type": "array", "items": {"type": "string"}, "description": "\"network\" (system apps only)"},
+                        "dataProxyEnabled": {"type": "boolean"},
+                    }
+                }
+            }
+        }
+    })
+}
+
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct FormConfigQuery {
     /// Check the document and report its effect (warnings, errors, removed_forms)

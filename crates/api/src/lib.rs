@@ -240,10 +240,7 @@ fn routes() -> Routes {
             Op::new(M::PUT, "/v1/providers/{provider}/form-config", PROVIDER, "Upload form_config.json (F1-F5, F23a)")
                 .describe("The whole document is applied or none of it: 400 `invalid_config` lists every error in `details`. Placed forms whose definition is gone are removed (F23a). With `dry_run=true` the answer says what would happen and nothing is applied.")
                 .query::<forms::FormConfigQuery>()
-                .document(json!({
-                    "type": "object",
-                    "description": "form_config.json (F1-F5): at most 256 definitions and 262,144 bytes",
-                }))
+                .document(forms::form_config_schema())
                 .answers::<forms::ConfigAppliedView>(200)
                 .errors(400, &["invalid_config"])
                 .errors(404, &["not_found"]),
