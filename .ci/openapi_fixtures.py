@@ -92,6 +92,13 @@ def setup(base, origin):
     removable = call(base, "POST", "/v1/forms", dev, {"provider": "prov1", "form_name": "agenda"})
     out["RFD_FORM"] = kept["form_id"]
     out["RFD_FORM_REMOVABLE"] = removable["form_id"]
+    # An app and a provider kept for their DELETE operations, so that deleting does not
+    # take away the objects every other operation acts on.
+    call(base, "POST", "/v1/admin/apps", operator, {"appid": "removable", "subject": "individual"})
+    call(base, "POST", "/v1/admin/providers", operator, {
+        "provider": "removable", "refresh_url": origin + "/refresh", "system_app": False, "api_version": 1})
+    out["RFD_APP_REMOVABLE"] = "removable"
+    out["RFD_PROVIDER_REMOVABLE"] = "removable"
     # Periodic fetch for user1, with cached data from one fetch.
     developer = out["RFD_KEY_DEVELOPER"]
     call(base, "PUT", "/v1/apps/wx1/periodic-fetch", developer,

@@ -72,7 +72,7 @@ pub async fn set_zone(
 pub struct SyncQuery {
     /// The `cursor` of the previous answer; without it the answer is the whole state.
     #[serde(default)]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(regex(pattern = r"^[0-9]{1,18}\.[0-9]{1,18}$"))]
     cursor: Option<String>,
 }
 

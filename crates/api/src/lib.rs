@@ -20,6 +20,7 @@ pub mod json_errors;
 pub mod lifecycle;
 pub mod openapi;
 pub mod request_limits;
+pub mod stats;
 pub mod streams;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -84,6 +85,7 @@ const PROVIDER: &[KeyKind] = &[KeyKind::Provider];
 const DEVICE: &[KeyKind] = &[KeyKind::Device];
 const DEVICE_OR_PROVIDER: &[KeyKind] = &[KeyKind::Device, KeyKind::Provider];
 const OPERATOR_OR_PROVIDER: &[KeyKind] = &[KeyKind::Operator, KeyKind::Provider];
+const OPERATOR_OR_DEVELOPER: &[KeyKind] = &[KeyKind::Operator, KeyKind::App];
 
 /// Settings of the API that operators choose.
 #[derive(Clone, Copy, Debug)]
@@ -386,6 +388,20 @@ fn routes() -> Routes {
                 .empty(204)
                 .errors(400, &["invalid_zone"]),
             put(device::set_zone),
+        )
+        .add(
+            Op::new(M::GET, "/v1/apps/{appid}/stats", OPERATOR_OR_DEVELOPER, "An app's fetches over the last 24 hours, by hour")
+                .describe("Outcomes, success rate and latency percentiles (upper bounds of the buckets holding them) per hour and in total, and the users eligible and due now. Read from counters kept beside the fetch log, so the cost does not grow with the number of users.")
+                .answers::<stats::AppStatsView>(200)
+                .errors(404, &["app_not_found"]),
+            get(stats::app_stats),
+        )
+        .add(
+            Op::new(M::GET, "/v1/providers/{provider}/stats", OPERATOR_OR_PROVIDER, "A provider's deliveries and decided refreshes over the last 24 hours, by hour")
+                .describe("Delivery attempts by outcome with latency percentiles, and refreshes decided by trigger, per hour and in total.")
+                .answers::<stats::ProviderStatsView>(200)
+                .errors(404, &["not_found"]),
+            get(stats::provider_stats),
         )
         .add(
             Op::new(M::GET, "/v1/device/sync", DEVICE, "Everything that changed for this device and its user after a cursor, in one answer")

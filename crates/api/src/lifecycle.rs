@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 pub struct PageQuery {
     /// The `next_cursor` of the previous page.
     #[serde(default)]
-    #[schemars(length(min = 1, max = 128))]
-    cursor: Option<String>,
+    cursor: Option<Id>,
     /// Items per page, 1 to 1,000 [default: 100].
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000))]
@@ -35,8 +34,7 @@ pub struct DevicePageQuery {
     user_id: Option<Id>,
     /// The `next_cursor` of the previous page.
     #[serde(default)]
-    #[schemars(length(min = 1, max = 128))]
-    cursor: Option<String>,
+    cursor: Option<Id>,
     /// Items per page, 1 to 1,000 [default: 100].
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000))]
@@ -94,7 +92,11 @@ pub async fn list_apps(
     let page = state
         .engine
         .lifecycle()
-        .list_apps(&caller, query.cursor.as_deref(), query.limit)
+        .list_apps(
+            &caller,
+            query.cursor.as_ref().map(|c| c.0.as_str()),
+            query.limit,
+        )
         .await?;
     Ok(PageView::of(page, |a| AppItem {
         appid: a.appid,
@@ -111,7 +113,11 @@ pub async fn list_providers(
     let page = state
         .engine
         .lifecycle()
-        .list_providers(&caller, query.cursor.as_deref(), query.limit)
+        .list_providers(
+            &caller,
+            query.cursor.as_ref().map(|c| c.0.as_str()),
+            query.limit,
+        )
         .await?;
     Ok(PageView::of(page, |p| ProviderItem {
         provider: p.provider,
@@ -133,7 +139,7 @@ pub async fn list_devices(
         .list_devices(
             &caller,
             query.user_id.as_ref().map(|id| id.0.as_str()),
-            query.cursor.as_deref(),
+            query.cursor.as_ref().map(|c| c.0.as_str()),
             query.limit,
         )
         .await?;

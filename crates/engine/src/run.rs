@@ -10,8 +10,8 @@ use refreshd_rules::periodic::{
 };
 use refreshd_rules::Instant;
 use refreshd_store::{
-    DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit, ProviderRecord,
-    SigningSecrets, SubjectKey,
+    AttemptTiming, DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit,
+    ProviderRecord, SigningSecrets, SubjectKey,
 };
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
@@ -608,7 +608,13 @@ impl Engine {
     /// `_sending` is held until the outcome is recorded (see [`SendingMark`]).
     async fn deliver(&self, delivery: DeliveryRecord, _sending: SendingMark) {
         let attempts = delivery.attempts + 1;
+        let sent_at = self.now();
+        let started = std::time::Instant::now();
         let outcome = self.send_delivery(&delivery).await;
+        let timing = AttemptTiming {
+            at: sent_at.as_millis(),
+            duration_ms: started.elapsed().as_millis() as i64,
+        };
         let now = self.now();
         let visible = match self.store.get_form(&delivery.form_id).await {
             Ok(Some(form)) => self.is_form_visible(&form).await.unwrap_or(true),
@@ -656,7 +662,7 @@ impl Engine {
         );
         match self
             .store
-            .finish_delivery(&delivery.delivery_id, &finish)
+            .finish_delivery(&delivery.delivery_id, &finish, &timing)
             .await
         {
             Ok(()) if has_data => self.announce_events(&delivery.device_id),
