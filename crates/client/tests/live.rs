@@ -5,8 +5,9 @@ mod support;
 
 use refreshd_client::{
     verify_fetch_signature, verify_signature, ClientError, CreatedApp, CreatedProvider, Delivery,
-    DeveloperClient, DeviceClient, HostEvent, HostState, NewProvider, PeriodicFetchSetting,
-    ProviderClient, ReconnectPolicy, SignatureError, Source, Subject, DELIVERY_ID_HEADER,
+    DeveloperClient, DeviceClient, HostEvent, HostState, KeyOwner, NewProvider,
+    PeriodicFetchSetting, ProviderClient, ReconnectPolicy, SignatureError, Source, Subject,
+    DELIVERY_ID_HEADER,
 };
 use serde_json::json;
 use std::time::{Duration, SystemTime};
@@ -507,9 +508,150 @@ async fn errors_are_typed_and_keep_keys_out() {
     assert!(after.is_none(), "the stream ends after a 401");
 
     // Nothing listens there: a transport error, retryable.
-    let nobody = DeviceClient::new("http://127.0.0.1:9", &world.device_key).unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let nobody = DeviceClient::new(&closed, &world.device_key).unwrap();
     let error = nobody.launch(APPID).await.unwrap_err();
     assert!(matches!(error, ClientError::Transport(_)), "{error:?}");
     assert!(error.is_retryable());
     assert!(!format!("{error} {error:?}").contains(&world.device_key));
+}
+
+/// The remaining calls, each decoded from the real server's answer.
+#[tokio::test]
+async fn every_other_call_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Refreshd::start(dir.path(), 0).await;
+    let mut refresh = TestServer::provider(|n, _| json!({"temp": n})).await;
+    let operator = server.operator();
+    let created = operator
+        .create_provider(&NewProvider {
+            provider: PROVIDER.into(),
+            refresh_url: refresh.url.clone(),
+            system_app: false,
+            api_version: 1,
+        })
+        .await
+        .unwrap();
+    let provider = ProviderClient::new(&server.base, &created.provider_key).unwrap();
+
+    // A refused config lists every problem; a dry run applies nothing.
+    let refused = provider
+        .put_form_config(
+            PROVIDER,
+            &json!({"forms": [{"updateDuration": -1}, {"name": 5}]}),
+            false,
+        )
+        .await
+        .unwrap_err();
+    match &refused {
+        ClientError::Api {
+            status,
+            code,
+            details,
+            ..
+        } => {
+            assert_eq!((*status, code.as_str()), (400, "invalid_config"));
+            assert!(details.len() >= 2, "{details:?}");
+            assert!(
+                details
+                    .iter()
+                    .all(|d| d.path.is_some() && d.message.is_some()),
+                "{details:?}"
+            );
+        }
+        other => panic!("expected invalid_config, got {other:?}"),
+    }
+    let config =
+        json!({"forms": [{"name": "weather", "updateEnabled": true, "updateDuration": 2}]});
+    assert!(
+        provider
+            .put_form_config(PROVIDER, &config, true)
+            .await
+            .unwrap()
+            .dry_run
+    );
+    provider
+        .put_form_config(PROVIDER, &config, false)
+        .await
+        .unwrap();
+
+    let market = operator
+        .set_market_update_duration(PROVIDER, Some(4))
+        .await
+        .unwrap();
+    assert_eq!(
+        (market.provider.as_str(), market.update_duration),
+        (PROVIDER, Some(4))
+    );
+    let cleared = operator
+        .set_market_update_duration(PROVIDER, None)
+        .await
+        .unwrap();
+    assert_eq!(cleared.update_duration, None);
+
+    let device_created = operator
+        .create_device("device-9", "user-9", "Europe/Berlin")
+        .await
+        .unwrap();
+    let device = DeviceClient::new(&server.base, &device_created.device_key).unwrap();
+    device.set_zone("Asia/Shanghai").await.unwrap();
+    device.report_network(true, None).await.unwrap();
+    let bad_zone = device.set_zone("Mars/Olympus").await.unwrap_err();
+    assert_eq!(
+        (bad_zone.status(), bad_zone.code()),
+        (Some(400), Some("invalid_zone"))
+    );
+
+    let form_id = device
+        .add_form(PROVIDER, "weather", true)
+        .await
+        .unwrap()
+        .form_id;
+    device.set_visibility(&form_id, true).await.unwrap();
+    refresh.next("the add delivery").await;
+    let due = provider.next_refresh(&form_id, 5).await.unwrap();
+    assert!(
+        due.due_at.ends_with('Z') || due.due_at.contains('+'),
+        "{}",
+        due.due_at
+    );
+    let too_soon = provider.next_refresh(&form_id, 1).await.unwrap_err();
+    assert_eq!(
+        (too_soon.status(), too_soon.code()),
+        (Some(400), Some("invalid_next_refresh"))
+    );
+    let from_device = device.explain_form(&form_id).await.unwrap();
+    let from_provider = provider.explain_form(&form_id).await.unwrap();
+    assert_eq!(from_device.form_id, form_id);
+    assert_eq!(from_device.form_name, "weather");
+    assert_eq!(from_provider.form_id, form_id);
+    assert!(from_device.visible);
+    assert_eq!(from_device.interval_minutes, Some(60));
+    assert_eq!(from_device.pending_next_refresh, Some(due.due_at.clone()));
+
+    // A rotated key: the old one answers 401, the new one works.
+    let rotated = operator
+        .rotate_key(KeyOwner::Device, "device-9")
+        .await
+        .unwrap();
+    assert_eq!(rotated.id, "device-9");
+    let new_key = rotated.device_key.clone().expect("a device key");
+    assert_eq!(rotated.key(), Some(new_key.as_str()));
+    assert!(!format!("{rotated:?}").contains(&new_key));
+    let old = device.explain_form(&form_id).await.unwrap_err();
+    assert_eq!(old.status(), Some(401));
+    let renewed = DeviceClient::new(&server.base, &new_key).unwrap();
+    assert_eq!(
+        renewed.explain_form(&form_id).await.unwrap().form_id,
+        form_id
+    );
+
+    let secret = operator
+        .rotate_provider_signing_secret(PROVIDER, Some(0))
+        .await
+        .unwrap();
+    assert_ne!(secret.signing_secret, created.signing_secret);
+    server.stop().await;
 }
