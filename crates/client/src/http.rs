@@ -40,6 +40,7 @@ pub fn default_http_client() -> Result<reqwest::Client, ClientError> {
         .referer(false)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("refreshd-client/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ClientError::Config(format!("could not build the HTTP client: {e}")))
 }
@@ -194,7 +195,21 @@ impl Http {
             builder = builder.header("last-event-id", last_event_id);
         }
         let response = builder.send().await.map_err(ClientError::transport)?;
-        check(response).await
+        let response = check(response).await?;
+        // A 200 that is not an event stream (a proxy's page, a wrong base URL) would
+        // never yield an event; say so instead of waiting on it.
+        let media = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !media.trim_start().starts_with("text/event-stream") {
+            return Err(ClientError::Decode {
+                operation: "event stream",
+                reason: format!("the answer is {media:?}, not text/event-stream"),
+            });
+        }
+        Ok(response)
     }
 }
 

@@ -169,3 +169,39 @@ async fn gives_up_after_max_failures_and_skips_undecodable_events() {
     assert!(next(&mut events).await.is_none());
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn a_silent_connection_is_replaced_and_a_non_stream_answer_ends_it() {
+    let (base, seen) = scripted(Arc::new(|n| match n {
+        // Headers, then nothing at all: not even a keep-alive.
+        0 => (
+            [("content-type", "text/event-stream")],
+            axum::body::Body::from_stream(futures_util::stream::pending::<
+                Result<axum::body::Bytes, std::io::Error>,
+            >()),
+        )
+            .into_response(),
+        1 => sse("id: 7\nevent: form_removed\ndata: {\"form_id\":\"q\"}\n\n"),
+        _ => ([("content-type", "application/json")], "{}").into_response(),
+    }))
+    .await;
+    let device = DeviceClient::new(&base, "rfdd_k").unwrap();
+    let policy = ReconnectPolicy {
+        idle_timeout: Duration::from_millis(300),
+        ..quick()
+    };
+    let mut events = device.events_with(None, policy);
+    let event = next(&mut events).await.unwrap().unwrap();
+    assert_eq!(event.id(), "7");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "the silent connection was replaced"
+    );
+    let error = next(&mut events).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Decode { reason, .. } if reason.contains("application/json")),
+        "{error:?}"
+    );
+    assert!(next(&mut events).await.is_none());
+}
