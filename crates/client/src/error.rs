@@ -6,21 +6,23 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// One item of an API error's `details` (also the shape of a form-config warning).
+/// refreshd always sends the first four; they read as empty if a body leaves one out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorDetail {
-    /// JSON path of the offending value, e.g. `$.forms[0].updateDuration`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-    /// The rule id the item refers to, when the server names one.
+    /// Where: a JSON path such as `$.forms[0].updateDuration`, `query.NAME` or `path`.
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    /// How to fix it.
+    #[serde(default)]
+    pub hint: String,
+    /// The rule a form-config issue comes from, when the server names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
-    /// `error` or `warning`, when the server says.
+    /// A form-config issue's severity: `error` or `warning`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
 }
@@ -175,7 +177,8 @@ mod tests {
         match &error {
             ClientError::Api { details, .. } => {
                 assert_eq!(details.len(), 2);
-                assert_eq!(details[0].hint.as_deref(), Some("add one"));
+                assert_eq!(details[0].hint, "add one");
+                assert_eq!(details[1].hint, "");
                 assert_eq!(details[1].rule.as_deref(), Some("F3"));
             }
             other => panic!("expected Api, got {other:?}"),

@@ -564,7 +564,7 @@ async fn every_other_call_decodes() {
             assert!(
                 details
                     .iter()
-                    .all(|d| d.path.is_some() && d.message.is_some()),
+                    .all(|d| !d.path.is_empty() && !d.message.is_empty()),
                 "{details:?}"
             );
         }
