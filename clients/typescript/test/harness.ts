@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import type { RefreshdDevice } from '../src/index.js';
 import { createInterface } from 'node:readline';
 
 export const ADMIN_KEY = 'rfdo_' + 'typescript0client0test0suite0key0000';
@@ -61,8 +62,16 @@ export async function startRefreshd(dataDir: string, extraArgs: string[] = []): 
     ],
     { env: { ...process.env, REFRESHD_ADMIN_KEY: ADMIN_KEY }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  // Never leave a server behind, whatever happens to the test process.
+  const reap = () => child.kill('SIGKILL');
+  process.once('exit', reap);
   let log = '';
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      process.removeListener('exit', reap);
+      resolve(code);
+    }),
+  );
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const lines = createInterface({ input: child.stdout! });
   const ready = new Promise<string>((resolve, reject) => {
@@ -173,3 +182,51 @@ export function waitFor<T>(subscribe: (cb: (value: T) => void) => () => void, ac
     });
   });
 }
+
+/** The package's folder (tests run from build/test/). */
+export const PACKAGE_ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
+
+export interface Generator {
+  generate: (doc: unknown) => string;
+  load: (source: string) => Promise<unknown>;
+}
+
+/** The package's OpenAPI → TypeScript generator (scripts/gen.mjs). */
+export async function generator(): Promise<Generator> {
+  return (await import(path.join(PACKAGE_ROOT, 'scripts', 'gen.mjs'))) as Generator;
+}
+
+/** A developer data server: answers `GET /data?...` with `body` and records every request. */
+export async function startDataServer(initial: string): Promise<TestServer & { setBody: (b: string) => void }> {
+  let body = initial;
+  const server = await startServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    res.end(body);
+  });
+  return Object.assign(server, { setBody: (b: string) => void (body = b) });
+}
+
+let counter = 0;
+/** A name unique within this test process. */
+export function unique(prefix: string): string {
+  counter++;
+  return `${prefix}${process.pid}x${counter}`;
+}
+
+/** Resolves once the device's cache holds data of `appid` that `accept` likes (now or later). */
+export async function untilCached(device: RefreshdDevice, appid: string, accept: (d: { fetchedData: string; timeStamp: number }) => boolean): Promise<void> {
+  let off = () => {};
+  const changed = new Promise<void>((resolve) => {
+    off = device.onChange((c) => {
+      if (c.kind === 'fetched_data' && c.appid === appid && accept(c.data)) resolve();
+    });
+  });
+  try {
+    const now = await device.getBackgroundFetchData(appid);
+    if (now && accept(now)) return;
+    await changed;
+  } finally {
+    off();
+  }
+}
+
