@@ -138,6 +138,19 @@ function jsonSchemaOf(content) {
   return undefined;
 }
 
+/** Follows a local `$ref` of a response or request body (`#/components/responses/X`). */
+function deref(doc, value) {
+  let v = value;
+  for (let i = 0; i < 10 && v && typeof v.$ref === 'string' && v.$ref.startsWith('#/'); i++) {
+    v = v.$ref
+      .slice(2)
+      .split('/')
+      .map((p) => decodeURIComponent(p).replace(/~1/g, '/').replace(/~0/g, '~'))
+      .reduce((node, key) => (node && typeof node === 'object' ? node[key] : undefined), doc);
+  }
+  return v;
+}
+
 function operationName(method, route, op) {
   if (op && typeof op.operationId === 'string' && op.operationId !== '') return typeName(op.operationId);
   const parts = route.split('/').filter(Boolean).map((p) => (p.startsWith('{') ? 'by-' + p.slice(1, -1) : p));
@@ -166,7 +179,8 @@ export function generate(doc) {
       const op = item[method];
       if (!op || typeof op !== 'object') continue;
       const base = operationName(method, route, op);
-      const req = op.requestBody && jsonSchemaOf(op.requestBody.content);
+      const body = deref(doc, op.requestBody);
+      const req = body && jsonSchemaOf(body.content);
       if (req !== undefined) {
         const name = base + 'Request';
         if (!taken.has(name)) {
@@ -177,7 +191,8 @@ export function generate(doc) {
       const responses = op.responses || {};
       for (const status of Object.keys(responses).sort()) {
         if (!/^2/.test(status)) continue;
-        const schema = jsonSchemaOf(responses[status] && responses[status].content);
+        const response = deref(doc, responses[status]);
+        const schema = jsonSchemaOf(response && response.content);
         if (schema === undefined) continue;
         const name = `${base}Response${status === '200' ? '' : status}`;
         if (taken.has(name)) continue;

@@ -5,6 +5,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CacheStorage } from './storage.js';
 import { createDeliveryHandler, type DeliveryHandlerOptions, type RawRequest, type RawResponse } from './provider.js';
 
+let tmpCounter = 0;
+
 /**
  * Keeps the cache as one JSON file. Every change rewrites the file through a temporary
  * file and a rename, so a crash leaves either the old or the new content. A fresh
@@ -36,7 +38,7 @@ export class FileStorage implements CacheStorage {
     const run = async () => {
       const data = await this.load();
       await fsp.mkdir(path.dirname(this.file), { recursive: true });
-      const tmp = `${this.file}.${process.pid}.tmp`;
+      const tmp = `${this.file}.${process.pid}.${++tmpCounter}.tmp`;
       await fsp.writeFile(tmp, JSON.stringify(Object.fromEntries(data)), { mode: 0o600 });
       await fsp.rename(tmp, this.file);
     };

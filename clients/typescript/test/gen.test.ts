@@ -21,11 +21,12 @@ const DOC = {
       },
       put: {
         requestBody: { content: { 'application/json': { schema: { type: 'object', required: ['name'], properties: { name: { type: 'string' } }, additionalProperties: false } } } },
-        responses: { '204': { description: 'no body' }, '201': { content: { 'application/json': { schema: { type: 'array', items: { type: ['string', 'null'] } } } } } },
+        responses: { '202': { $ref: '#/components/responses/Accepted' }, '204': { description: 'no body' }, '201': { content: { 'application/json': { schema: { type: 'array', items: { type: ['string', 'null'] } } } } } },
       },
     },
   },
   components: {
+    responses: { Accepted: { description: 'queued', content: { 'application/json': { schema: { type: 'object', required: ['queued'], properties: { queued: { type: 'integer' } } } } } } },
     schemas: {
       Thing: {
         type: 'object',
@@ -84,6 +85,7 @@ test('emits interfaces and aliases for every construct', async () => {
   assert.match(out, /export type GetThingResponse = Thing;/);
   assert.match(out, /export type PutV1ThingsByIdResponse201 = \(string \| null\)\[\];/);
   assert.match(out, /export interface PutV1ThingsByIdRequest \{\n  name: string;\n\}/);
+  assert.match(out, /export interface PutV1ThingsByIdResponse202 \{\n  queued: number;\n\}/, 'a $ref to components.responses is followed');
   assert.equal(generate(DOC), out, 'deterministic');
 });
 

@@ -82,8 +82,20 @@ test('forms: the add delivery, a provider update and a removal reach the cache b
   await device.setZone('Europe/Berlin');
   await assert.rejects(device.setZone('Not/AZone'), (e: unknown) => e instanceof RefreshdError && e.status === 400 && e.code === 'invalid_zone');
 
+  // A second instance on the same key, with its own cache: it learns of the form from a
+  // reset sync and of its removal by push.
+  const watcher = new RefreshdDevice({ baseUrl: refreshd.url, key: dev.device_key, storage: new MemoryStorage(), reconnect: { initialDelayMs: 50 } });
+  t.after(() => watcher.stop());
+  watcher.start();
+  await deadline(connected(watcher), 10_000, 'the watcher\'s event stream opening');
+  assert.deepEqual((await watcher.getFormData(formId))?.data, { manual: true }, 'the reset sync brought the form');
+  const pushedRemoval = waitFor<DeviceChange>((cb) => watcher.onChange(cb), (c) => c.kind === 'form_removed' && c.formId === formId);
+
   await device.removeForm(formId);
   assert.equal(await device.getFormData(formId), null);
+  const removal = await deadline(pushedRemoval, 10_000, 'form_removed pushed to the watcher');
+  assert.equal(removal.source, 'push');
+  assert.equal(await watcher.getFormData(formId), null);
   await assert.rejects(device.fetchFormData(formId), (e: unknown) => e instanceof RefreshdError && e.status === 404);
 
   await deadline(device.stop(), 5_000, 'stop()');
