@@ -75,13 +75,6 @@ test('forms: the add delivery, a provider update and a removal reach the cache b
   assert.deepEqual(seen, [{ manual: true }]);
   assert.deepEqual(await device.fetchFormData(formId).then((r) => r.data), { manual: true }, 'the server agrees');
 
-  await device.setFormVisibility(formId, false);
-  await device.setFormVisibility(formId, true);
-  await device.reportNetwork(false);
-  await device.reportNetwork(true);
-  await device.setZone('Europe/Berlin');
-  await assert.rejects(device.setZone('Not/AZone'), (e: unknown) => e instanceof RefreshdError && e.status === 400 && e.code === 'invalid_zone');
-
   // A second instance on the same key, with its own cache: it learns of the form from a
   // reset sync and of its removal by push.
   const watcher = new RefreshdDevice({ baseUrl: refreshd.url, key: dev.device_key, storage: new MemoryStorage(), reconnect: { initialDelayMs: 50 } });
@@ -90,6 +83,14 @@ test('forms: the add delivery, a provider update and a removal reach the cache b
   await deadline(connected(watcher), 10_000, 'the watcher\'s event stream opening');
   assert.deepEqual((await watcher.getFormData(formId))?.data, { manual: true }, 'the reset sync brought the form');
   const pushedRemoval = waitFor<DeviceChange>((cb) => watcher.onChange(cb), (c) => c.kind === 'form_removed' && c.formId === formId);
+
+  // The other device calls (a visibility change may make a refresh: the watcher is done checking data).
+  await device.setFormVisibility(formId, false);
+  await device.setFormVisibility(formId, true);
+  await device.reportNetwork(false);
+  await device.reportNetwork(true);
+  await device.setZone('Europe/Berlin');
+  await assert.rejects(device.setZone('Not/AZone'), (e: unknown) => e instanceof RefreshdError && e.status === 400 && e.code === 'invalid_zone');
 
   await device.removeForm(formId);
   assert.equal(await device.getFormData(formId), null);
