@@ -205,20 +205,20 @@ export class RefreshdDevice {
 
   // ---- applying changes ----
 
-  private async putApp(appid: string, data: StoredApp, source: ChangeSource, force: boolean): Promise<void> {
+  private async putApp(appid: string, data: StoredApp, source: ChangeSource): Promise<void> {
     const current = parseJson<StoredApp>(await this.storage.get(K_APP + appid));
     if (current) {
-      if (!force && current.time_stamp > data.time_stamp) return; // an older fetch arriving late
+      if (current.time_stamp > data.time_stamp) return; // an older fetch arriving late
       if (current.time_stamp === data.time_stamp && current.fetched_data === data.fetched_data) return;
     }
     await this.storage.set(K_APP + appid, JSON.stringify({ fetched_data: data.fetched_data, time_stamp: data.time_stamp }));
     this.emit({ kind: 'fetched_data', appid, data: { fetchedData: data.fetched_data, timeStamp: data.time_stamp }, source });
   }
 
-  private async putForm(incoming: Partial<StoredForm> & { form_id: string }, source: ChangeSource, force: boolean): Promise<void> {
+  private async putForm(incoming: Partial<StoredForm> & { form_id: string }, source: ChangeSource): Promise<void> {
     const current = parseJson<StoredForm>(await this.storage.get(K_FORM + incoming.form_id));
     const updatedAt = incoming.updated_at ?? null;
-    if (current && !force) {
+    if (current) {
       const a = instant(current.updated_at);
       const b = instant(updatedAt);
       if (a !== null && b !== null && a > b) return;
@@ -248,14 +248,13 @@ export class RefreshdDevice {
     const body = parseJson<Record<string, unknown>>(event.data);
     if (event.event === 'fetched_data') {
       if (body && typeof body.appid === 'string' && typeof body.fetched_data === 'string' && typeof body.time_stamp === 'number') {
-        await this.putApp(body.appid, { fetched_data: body.fetched_data, time_stamp: body.time_stamp }, 'push', false);
+        await this.putApp(body.appid, { fetched_data: body.fetched_data, time_stamp: body.time_stamp }, 'push');
       }
     } else if (event.event === 'form_data') {
       if (body && typeof body.form_id === 'string') {
         await this.putForm(
           { form_id: body.form_id, data: body.data ?? null, updated_at: (body.updated_at as string | null) ?? null, trigger: (body.trigger as string | null) ?? null },
           'push',
-          false,
         );
       }
     } else if (event.event === 'form_removed') {
@@ -278,12 +277,12 @@ export class RefreshdDevice {
         }
       }
     }
-    for (const a of apps) await this.putApp(a.appid, { fetched_data: a.fetched_data, time_stamp: a.time_stamp }, 'sync', answer.reset);
+    // Even on a reset, a listed entry older than what an event already brought is not taken.
+    for (const a of apps) await this.putApp(a.appid, { fetched_data: a.fetched_data, time_stamp: a.time_stamp }, 'sync');
     for (const f of forms) {
       await this.putForm(
         { form_id: f.form_id, provider: f.provider ?? null, form_name: f.form_name ?? null, data: f.data ?? null, updated_at: f.updated_at ?? null, trigger: f.trigger ?? null },
         'sync',
-        answer.reset,
       );
     }
     for (const id of Array.isArray(answer.removed_forms) ? answer.removed_forms : []) await this.dropForm(id, 'sync');
@@ -443,7 +442,7 @@ export class RefreshdDevice {
   async pullBackgroundFetchData(appid: string): Promise<BackgroundFetchData | null> {
     try {
       const r = await this.api.request<{ fetched_data: string; time_stamp: number }>('GET', `/v1/apps/${seg(appid)}/background-fetch?fetch_type=periodic`);
-      await this.serial(() => this.putApp(appid, r, 'sync', false));
+      await this.serial(() => this.putApp(appid, r, 'sync'));
       return { fetchedData: r.fetched_data, timeStamp: r.time_stamp };
     } catch (error) {
       if (error instanceof RefreshdError && error.code === 'no_cached_data') return null;
@@ -454,7 +453,7 @@ export class RefreshdDevice {
   /** `POST /v1/forms`: places a form; the cache holds it (without data) at once. */
   async addForm(form: { provider: string; formName: string; hidden?: boolean }): Promise<string> {
     const r = await this.api.request<{ form_id: string }>('POST', '/v1/forms', { provider: form.provider, form_name: form.formName, hidden: form.hidden ?? false });
-    await this.serial(() => this.putForm({ form_id: r.form_id, provider: form.provider, form_name: form.formName }, 'local', false));
+    await this.serial(() => this.putForm({ form_id: r.form_id, provider: form.provider, form_name: form.formName }, 'local'));
     return r.form_id;
   }
 
