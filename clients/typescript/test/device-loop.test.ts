@@ -145,3 +145,32 @@ test('a reset from /v1/device/sync replaces what the cache held', async () => {
   assert.equal(await storage.get('sync/cursor'), 'c');
   await server.close();
 });
+
+test('the reconnect delay doubles up to its cap, and Retry-After is honoured', async () => {
+  const at: number[] = [];
+  let calls = 0;
+  let done!: () => void;
+  const enough = new Promise<void>((r) => (done = r));
+  const device = new RefreshdDevice({
+    baseUrl: 'http://refreshd.invalid', key: 'rfdd_x', storage: new MemoryStorage(),
+    reconnect: { initialDelayMs: 20, maxDelayMs: 80 },
+    random: () => 0, // the lowest jitter: each wait is half of its step
+    onError: () => undefined,
+    fetch: async () => {
+      at.push(performance.now());
+      calls++;
+      if (calls === 6) done();
+      if (calls === 5) {
+        return new Response(JSON.stringify({ error: { code: 'rate_limited', message: 'slow down', details: [] } }), { status: 429, headers: { 'retry-after': '1' } });
+      }
+      throw new TypeError('connection refused');
+    },
+  });
+  device.start();
+  await deadline(enough, 10_000, 'six attempts');
+  await device.stop();
+  const gaps = at.slice(1).map((t, i) => t - at[i]);
+  // Steps 20, 40, 80, 80 (capped): waits of at least 10, 20, 40, 40 ms; then a 429 asking for 1 s.
+  const least = [10, 20, 40, 40, 1000];
+  least.forEach((ms, i) => assert.ok(gaps[i] >= ms - 1, `wait ${i + 1} was ${gaps[i].toFixed(1)} ms, expected at least ${ms}`));
+});
