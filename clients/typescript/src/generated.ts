@@ -2,73 +2,366 @@
 // Do not edit by hand: run `npm run gen -- <url-or-file>`.
 /* eslint-disable */
 
+export interface ActivityView {
+  /** When the user last launched the app (P6). */
+  last_launch: string | null;
+  /** Until when the user counts as active (P7). */
+  active_until: string | null;
+}
+
+/** A form placed on the device. */
+export interface AddedFormView {
+  form_id: string;
+}
+
+export interface AppItem {
+  appid: string;
+  /** "individual" or "organization". */
+  subject: string;
+  periodic_enabled: boolean;
+}
+
+/** One fetch attempt; never the token or the full URL. */
+export interface AttemptView {
+  /** RFC 3339; `null` only for an instant outside the years 0001-9999. */
+  at: string | null;
+  /** Whether the gray URL was fetched. */
+  gray: boolean;
+  outcome: "ok" | "not_modified" | "invalid_response" | "redirect" | "http_status" | "too_large" | "not_utf8" | "timeout" | "connect" | "blocked_address";
+  http_status: number | null;
+  bytes: number;
+  duration_ms: number;
+}
+
+/** The user's cached data (P15). */
+export interface CachedView {
+  /** The developer server's body, as text. */
+  fetched_data: string;
+  /** When it was fetched (ms since the epoch). */
+  time_stamp: number;
+}
+
 export interface CloudBody {
+  /** An environment the platform configures. */
   env: string;
+  /** The function, one path segment after the environment's base URL. */
   function: string;
 }
 
-export interface Error {
-  error: {
-    code: string;
-    message: string;
-    details: ErrorDetail[];
-  };
+/** A form configuration applied (or, with `dry_run`, that would be). */
+export interface ConfigAppliedView {
+  warnings: ErrorDetail[];
+  removed_forms: RemovedFormsView[];
+  dry_run: boolean;
 }
 
+/**
+ * A new app, its developer key and the secret its periodic fetches are signed with
+ * (both shown once).
+ */
+export interface CreatedAppView {
+  appid: string;
+  developer_key: string;
+  /**
+   * 64 hex characters: the HMAC-SHA256 key of the `refreshd-signature` on this app's
+   * periodic fetches.
+   */
+  signing_secret: string;
+}
+
+/** A new device and its key (shown once). */
+export interface CreatedDeviceView {
+  device_id: string;
+  device_key: string;
+}
+
+/** A new provider, its key and its signing secret (both shown once). */
+export interface CreatedProviderView {
+  provider: string;
+  provider_key: string;
+  /** 64 hex digits; deliveries are signed with it (`refreshd-signature`). */
+  signing_secret: string;
+}
+
+/** A decision, made or planned, in words with the rule that made it. */
+export interface DecisionView {
+  /** RFC 3339; `null` only for an instant outside the years 0001-9999. */
+  at: string | null;
+  decision: string;
+  rule: string;
+}
+
+export interface DefinitionView {
+  form_name: string;
+  /** Forms of this definition placed on devices. */
+  placed: number;
+}
+
+export interface DefinitionsView {
+  provider: string;
+  definitions: DefinitionView[];
+}
+
+export interface DeviceItem {
+  device_id: string;
+  user_id: string;
+  zone: string;
+  /** Forms placed on the device. */
+  forms: number;
+}
+
+/** What erasing a user removed. */
+export interface ErasedUserView {
+  user_id: string;
+  devices: string[];
+  apps: string[];
+}
+
+/** The body of every error answer (api.md): `{"error": {"code", "message", "details"}}`. */
+export interface Error {
+  error: ErrorFields;
+}
+
+/** One problem of a request, or one warning of an accepted form configuration. */
 export interface ErrorDetail {
-  path?: string;
-  code?: string;
-  message?: string;
-  hint?: string;
+  /** Where: a JSON path (`$.source.url`), `query.NAME` or `path`. */
+  path: string;
+  code: string;
+  message: string;
+  /** How to fix it. */
+  hint: string;
+  /** The rule a form-config issue comes from (F1 … F16). */
+  rule?: string | null;
+  /** A form-config issue's severity. */
+  severity?: IssueSeverity | null;
+}
+
+export interface ErrorFields {
+  /** Stable and machine-readable; each operation lists the codes it may answer. */
+  code: string;
+  /** For humans. */
+  message: string;
+  /** Every problem found, each at its JSON path, when there are several. */
+  details: ErrorDetail[];
+}
+
+/** Why a user's data was or was not fetched, and when it will be. */
+export interface FetchExplanationView {
+  enabled: boolean;
+  activity: ActivityView;
+  token_set: boolean;
+  eligible: boolean;
+  /** Why the user is not eligible now (P7); `null` when eligible. */
+  ineligible_reason: string | null;
+  gray: GrayStatusView | null;
+  last_outcome: OutcomeView | null;
+  consecutive_failures: number;
+  next_due: string | null;
+  /** The explanation in words. */
+  why: string;
+}
+
+/** The last 100 attempts, newest first. */
+export interface FetchLogView {
+  attempts: AttemptView[];
+}
+
+/** How a fetch ended (P13, P14). */
+export interface FetchNowView {
+  outcome: "ok" | "not_modified" | "invalid_response" | "redirect" | "http_status" | "too_large" | "not_utf8" | "timeout" | "connect" | "blocked_address";
+  /** The developer server's status, when it answered. */
+  http_status: number | null;
+  /** When the data was fetched (ms since the epoch), when it was. */
+  time_stamp: number | null;
+}
+
+export type FetchType = "periodic";
+
+/** A form's latest data. */
+export interface FormDataResponse {
+  /** The provider's JSON, as delivered. */
+  data: unknown;
+  /** RFC 3339; `null` only for an instant outside the years 0001-9999. */
+  updated_at: string | null;
+  /** What produced it: a delivery's trigger (such as `add`), or `provider`. */
+  trigger: string;
+}
+
+/** Why a form did or did not refresh, and what is next. */
+export interface FormExplanationView {
+  form_id: string;
+  form_name: string;
+  visible: boolean;
+  /** Counted refreshes today (F17). */
+  counted_today: number;
+  daily_quota: number;
+  quota_resets_at: string | null;
+  /** Kinds of refresh deferred until the form is shown. */
+  deferred: string[];
+  pending_next_refresh: string | null;
+  interval_minutes: number | null;
+  /** "HH:MM", in the device's zone. */
+  scheduled_times: string[];
+  network_recovery: boolean;
+  data_proxy: boolean;
+  recent_decisions: DecisionView[];
+  /** The next 10 planned refreshes. */
+  next_planned: DecisionView[];
+}
+
+export interface FormsView {
+  forms: PlacedFormView[];
 }
 
 export interface GrayBody {
   url: string;
+  /** Share of users fetched from the gray URL (P3); 100 promotes it to the source. */
   percent: number;
+  /** Users always fetched from the gray URL. */
   testers?: string[];
 }
 
+/** Where the user stands in the gray release (P3). */
+export interface GrayStatusView {
+  percent: number;
+  tester: boolean;
+  bucket: number;
+}
+
+/** A gray release as stored (P3). */
+export interface GrayView {
+  url: string;
+  percent: number;
+  testers: string[];
+}
+
+/** What `/healthz` answers. */
+export interface Health {
+  /** `ok`, or `store unreachable`. */
+  status: string;
+  /** The service's clock (present when healthy). */
+  now?: string | null;
+}
+
+/** 1 to 128 characters of A-Z a-z 0-9 . _ - */
+export type Id = string;
+
+export type IssueSeverity = "error" | "warning";
+
 export interface MarketBody {
+  /** Half-hours, 1 to 336; `null` (or leaving it out) clears it. */
   update_duration?: number | null;
+}
+
+/** A provider's market interval as now set (F10). */
+export interface MarketView {
+  provider: string;
+  /** Half-hours; `null` when cleared. */
+  update_duration: number | null;
 }
 
 export interface NetworkBody {
   online: boolean;
+  /**
+   * When the device went offline (RFC 3339); now unless given. Not in the future,
+   * nor before the previous report.
+   */
   since?: string | null;
 }
 
 export interface NewAppBody {
-  appid: string;
-  subject: string;
+  appid: Id;
+  /** Who publishes the app (P1); individuals may only use cloud sources (P2). */
+  subject: Subject;
 }
 
 export interface NewDeviceBody {
-  device_id: string;
-  user_id: string;
-  zone: string;
+  device_id: Id;
+  user_id: Id;
+  zone: Zone;
 }
 
 export interface NewFormBody {
-  provider: string;
+  provider: Id;
+  /** A form definition's name in the provider's form_config.json. */
   form_name: string;
+  /** Placed hidden (F19); false unless given. */
   hidden?: boolean;
 }
 
 export interface NewProviderBody {
-  provider: string;
+  provider: Id;
+  /** Where deliveries are POSTed (api.md's destination rules apply). */
   refresh_url: string;
   system_app: boolean;
   api_version: number;
 }
 
 export interface NextRefreshBody {
+  /** 1 to 10,080 for a system app's forms, 5 to 10,080 for others (F13). */
   minutes: number;
+}
+
+/** When the requested refresh is due (F14). */
+export interface NextRefreshView {
+  /** RFC 3339; `null` only for an instant outside the years 0001-9999. */
+  due_at: string | null;
+}
+
+/** The last fetch's outcome, with what a developer can do about it. */
+export interface OutcomeView {
+  /** RFC 3339; `null` only for an instant outside the years 0001-9999. */
+  at: string | null;
+  outcome: "ok" | "not_modified" | "invalid_response" | "redirect" | "http_status" | "too_large" | "not_utf8" | "timeout" | "connect" | "blocked_address";
+  http_status: number | null;
+  hint: string | null;
+}
+
+/** One page of a listing; `next_cursor` is `null` on the last page. */
+export interface PageView {
+  items: AppItem[];
+  next_cursor: string | null;
+}
+
+/** One page of a listing; `next_cursor` is `null` on the last page. */
+export interface PageView2 {
+  items: ProviderItem[];
+  next_cursor: string | null;
+}
+
+/** One page of a listing; `next_cursor` is `null` on the last page. */
+export interface PageView3 {
+  items: DeviceItem[];
+  next_cursor: string | null;
 }
 
 export interface PeriodicBody {
   enabled: boolean;
   source: SourceBody;
+  /** A gray release (P3), or `null` for none. */
   gray?: GrayBody | null;
+}
+
+export interface PlacedFormView {
+  form_id: string;
+  provider: string;
+  form_name: string;
+  visible: boolean;
+}
+
+export interface ProviderItem {
+  provider: string;
+  refresh_url: string;
+  system_app: boolean;
+  api_version: number;
+  /** The app market's interval in half-hours (F10), when set. */
+  market_update_duration: number | null;
+}
+
+/** Placed forms of one definition removed because the definition is gone (F23a). */
+export interface RemovedFormsView {
+  form_name: string;
+  count: number;
 }
 
 export interface RotateSecretBody {
@@ -79,80 +372,249 @@ export interface RotateSecretBody {
   overlap_minutes?: number | null;
 }
 
+/** An app's new fetch-signing secret, and until when the one it replaced still signs. */
+export interface RotatedAppSecretView {
+  appid: string;
+  signing_secret: string;
+  /** RFC 3339; `null` only for an instant outside the years 0001-9999. */
+  previous_valid_until: string | null;
+}
+
+/** A principal's new key, named for its kind; the old key answers 401 from now on. */
+export type RotatedKeyView = {
+  id: string;
+  developer_key: string;
+} | {
+  id: string;
+  provider_key: string;
+} | {
+  id: string;
+  device_key: string;
+};
+
+/** A provider's new signing secret, and until when the one it replaced still signs. */
+export interface RotatedSecretView {
+  provider: string;
+  signing_secret: string;
+  /** RFC 3339; `null` only for an instant outside the years 0001-9999. */
+  previous_valid_until: string | null;
+}
+
+/** The app's periodic-fetch setting; `source` is `null` when it was never set. */
+export interface SettingView {
+  enabled: boolean;
+  source: SourceBody | null;
+  gray: GrayView | null;
+}
+
+/** Where the data comes from (P2): a URL, or a cloud function. */
 export type SourceBody = {
   url: string;
 } | {
   cloud: CloudBody;
 };
 
+export type Subject = "individual" | "organization";
+
+/** Everything that changed for the device and its user after the cursor. */
+export interface SyncView {
+  /** Opaque; pass it as `cursor` next time. */
+  cursor: string;
+  /**
+   * True when this is the whole current state (no cursor, or one older than the
+   * seven days events are kept): drop forms and apps not listed.
+   */
+  reset: boolean;
+  apps: SyncedAppView[];
+  forms: SyncedFormView[];
+  /** Forms removed after the cursor (always empty when `reset`). */
+  removed_forms: string[];
+}
+
+/** A user's cached periodic data for one app. */
+export interface SyncedAppView {
+  appid: string;
+  /** The developer's whole answer, as `GET /v1/apps/{appid}/background-fetch` reads it. */
+  fetched_data: string;
+  /** Epoch milliseconds of the fetch. */
+  time_stamp: number;
+}
+
+/** A placed form and the data its host may show. */
+export interface SyncedFormView {
+  form_id: string;
+  provider: string;
+  form_name: string;
+  /**
+   * The provider's JSON; `null` before the form has data its host may see (data for
+   * a hidden form waits until it is shown).
+   */
+  data: unknown;
+  /** RFC 3339, or `null` without data. */
+  updated_at: string | null;
+  trigger: string | null;
+}
+
 export interface TokenBody {
+  /** 1 to 1,024 characters. */
   token: string;
 }
 
 export interface UserBody {
-  user_id: string;
+  user_id: Id;
 }
 
 export interface VisibilityBody {
   visible: boolean;
 }
 
+/** an IANA time zone name, such as "Asia/Shanghai" or "UTC" */
+export type Zone = "Africa/Abidjan" | "Africa/Accra" | "Africa/Addis_Ababa" | "Africa/Algiers" | "Africa/Asmara" | "Africa/Asmera" | "Africa/Bamako" | "Africa/Bangui" | "Africa/Banjul" | "Africa/Bissau" | "Africa/Blantyre" | "Africa/Brazzaville" | "Africa/Bujumbura" | "Africa/Cairo" | "Africa/Casablanca" | "Africa/Ceuta" | "Africa/Conakry" | "Africa/Dakar" | "Africa/Dar_es_Salaam" | "Africa/Djibouti" | "Africa/Douala" | "Africa/El_Aaiun" | "Africa/Freetown" | "Africa/Gaborone" | "Africa/Harare" | "Africa/Johannesburg" | "Africa/Juba" | "Africa/Kampala" | "Africa/Khartoum" | "Africa/Kigali" | "Africa/Kinshasa" | "Africa/Lagos" | "Africa/Libreville" | "Africa/Lome" | "Africa/Luanda" | "Africa/Lubumbashi" | "Africa/Lusaka" | "Africa/Malabo" | "Africa/Maputo" | "Africa/Maseru" | "Africa/Mbabane" | "Africa/Mogadishu" | "Africa/Monrovia" | "Africa/Nairobi" | "Africa/Ndjamena" | "Africa/Niamey" | "Africa/Nouakchott" | "Africa/Ouagadougou" | "Africa/Porto-Novo" | "Africa/Sao_Tome" | "Africa/Timbuktu" | "Africa/Tripoli" | "Africa/Tunis" | "Africa/Windhoek" | "America/Adak" | "America/Anchorage" | "America/Anguilla" | "America/Antigua" | "America/Araguaina" | "America/Argentina/Buenos_Aires" | "America/Argentina/Catamarca" | "America/Argentina/ComodRivadavia" | "America/Argentina/Cordoba" | "America/Argentina/Jujuy" | "America/Argentina/La_Rioja" | "America/Argentina/Mendoza" | "America/Argentina/Rio_Gallegos" | "America/Argentina/Salta" | "America/Argentina/San_Juan" | "America/Argentina/San_Luis" | "America/Argentina/Tucuman" | "America/Argentina/Ushuaia" | "America/Aruba" | "America/Asuncion" | "America/Atikokan" | "America/Atka" | "America/Bahia" | "America/Bahia_Banderas" | "America/Barbados" | "America/Belem" | "America/Belize" | "America/Blanc-Sablon" | "America/Boa_Vista" | "America/Bogota" | "America/Boise" | "America/Buenos_Aires" | "America/Cambridge_Bay" | "America/Campo_Grande" | "America/Cancun" | "America/Caracas" | "America/Catamarca" | "America/Cayenne" | "America/Cayman" | "America/Chicago" | "America/Chihuahua" | "America/Ciudad_Juarez" | "America/Coral_Harbour" | "America/Cordoba" | "America/Costa_Rica" | "America/Coyhaique" | "America/Creston" | "America/Cuiaba" | "America/Curacao" | "America/Danmarkshavn" | "America/Dawson" | "America/Dawson_Creek" | "America/Denver" | "America/Detroit" | "America/Dominica" | "America/Edmonton" | "America/Eirunepe" | "America/El_Salvador" | "America/Ensenada" | "America/Fort_Nelson" | "America/Fort_Wayne" | "America/Fortaleza" | "America/Glace_Bay" | "America/Godthab" | "America/Goose_Bay" | "America/Grand_Turk" | "America/Grenada" | "America/Guadeloupe" | "America/Guatemala" | "America/Guayaquil" | "America/Guyana" | "America/Halifax" | "America/Havana" | "America/Hermosillo" | "America/Indiana/Indianapolis" | "America/Indiana/Knox" | "America/Indiana/Marengo" | "America/Indiana/Petersburg" | "America/Indiana/Tell_City" | "America/Indiana/Vevay" | "America/Indiana/Vincennes" | "America/Indiana/Winamac" | "America/Indianapolis" | "America/Inuvik" | "America/Iqaluit" | "America/Jamaica" | "America/Jujuy" | "America/Juneau" | "America/Kentucky/Louisville" | "America/Kentucky/Monticello" | "America/Knox_IN" | "America/Kralendijk" | "America/La_Paz" | "America/Lima" | "America/Los_Angeles" | "America/Louisville" | "America/Lower_Princes" | "America/Maceio" | "America/Managua" | "America/Manaus" | "America/Marigot" | "America/Martinique" | "America/Matamoros" | "America/Mazatlan" | "America/Mendoza" | "America/Menominee" | "America/Merida" | "America/Metlakatla" | "America/Mexico_City" | "America/Miquelon" | "America/Moncton" | "America/Monterrey" | "America/Montevideo" | "America/Montreal" | "America/Montserrat" | "America/Nassau" | "America/New_York" | "America/Nipigon" | "America/Nome" | "America/Noronha" | "America/North_Dakota/Beulah" | "America/North_Dakota/Center" | "America/North_Dakota/New_Salem" | "America/Nuuk" | "America/Ojinaga" | "America/Panama" | "America/Pangnirtung" | "America/Paramaribo" | "America/Phoenix" | "America/Port-au-Prince" | "America/Port_of_Spain" | "America/Porto_Acre" | "America/Porto_Velho" | "America/Puerto_Rico" | "America/Punta_Arenas" | "America/Rainy_River" | "America/Rankin_Inlet" | "America/Recife" | "America/Regina" | "America/Resolute" | "America/Rio_Branco" | "America/Rosario" | "America/Santa_Isabel" | "America/Santarem" | "America/Santiago" | "America/Santo_Domingo" | "America/Sao_Paulo" | "America/Scoresbysund" | "America/Shiprock" | "America/Sitka" | "America/St_Barthelemy" | "America/St_Johns" | "America/St_Kitts" | "America/St_Lucia" | "America/St_Thomas" | "America/St_Vincent" | "America/Swift_Current" | "America/Tegucigalpa" | "America/Thule" | "America/Thunder_Bay" | "America/Tijuana" | "America/Toronto" | "America/Tortola" | "America/Vancouver" | "America/Virgin" | "America/Whitehorse" | "America/Winnipeg" | "America/Yakutat" | "America/Yellowknife" | "Antarctica/Casey" | "Antarctica/Davis" | "Antarctica/DumontDUrville" | "Antarctica/Macquarie" | "Antarctica/Mawson" | "Antarctica/McMurdo" | "Antarctica/Palmer" | "Antarctica/Rothera" | "Antarctica/South_Pole" | "Antarctica/Syowa" | "Antarctica/Troll" | "Antarctica/Vostok" | "Arctic/Longyearbyen" | "Asia/Aden" | "Asia/Almaty" | "Asia/Amman" | "Asia/Anadyr" | "Asia/Aqtau" | "Asia/Aqtobe" | "Asia/Ashgabat" | "Asia/Ashkhabad" | "Asia/Atyrau" | "Asia/Baghdad" | "Asia/Bahrain" | "Asia/Baku" | "Asia/Bangkok" | "Asia/Barnaul" | "Asia/Beirut" | "Asia/Bishkek" | "Asia/Brunei" | "Asia/Calcutta" | "Asia/Chita" | "Asia/Choibalsan" | "Asia/Chongqing" | "Asia/Chungking" | "Asia/Colombo" | "Asia/Dacca" | "Asia/Damascus" | "Asia/Dhaka" | "Asia/Dili" | "Asia/Dubai" | "Asia/Dushanbe" | "Asia/Famagusta" | "Asia/Gaza" | "Asia/Harbin" | "Asia/Hebron" | "Asia/Ho_Chi_Minh" | "Asia/Hong_Kong" | "Asia/Hovd" | "Asia/Irkutsk" | "Asia/Istanbul" | "Asia/Jakarta" | "Asia/Jayapura" | "Asia/Jerusalem" | "Asia/Kabul" | "Asia/Kamchatka" | "Asia/Karachi" | "Asia/Kashgar" | "Asia/Kathmandu" | "Asia/Katmandu" | "Asia/Khandyga" | "Asia/Kolkata" | "Asia/Krasnoyarsk" | "Asia/Kuala_Lumpur" | "Asia/Kuching" | "Asia/Kuwait" | "Asia/Macao" | "Asia/Macau" | "Asia/Magadan" | "Asia/Makassar" | "Asia/Manila" | "Asia/Muscat" | "Asia/Nicosia" | "Asia/Novokuznetsk" | "Asia/Novosibirsk" | "Asia/Omsk" | "Asia/Oral" | "Asia/Phnom_Penh" | "Asia/Pontianak" | "Asia/Pyongyang" | "Asia/Qatar" | "Asia/Qostanay" | "Asia/Qyzylorda" | "Asia/Rangoon" | "Asia/Riyadh" | "Asia/Saigon" | "Asia/Sakhalin" | "Asia/Samarkand" | "Asia/Seoul" | "Asia/Shanghai" | "Asia/Singapore" | "Asia/Srednekolymsk" | "Asia/Taipei" | "Asia/Tashkent" | "Asia/Tbilisi" | "Asia/Tehran" | "Asia/Tel_Aviv" | "Asia/Thimbu" | "Asia/Thimphu" | "Asia/Tokyo" | "Asia/Tomsk" | "Asia/Ujung_Pandang" | "Asia/Ulaanbaatar" | "Asia/Ulan_Bator" | "Asia/Urumqi" | "Asia/Ust-Nera" | "Asia/Vientiane" | "Asia/Vladivostok" | "Asia/Yakutsk" | "Asia/Yangon" | "Asia/Yekaterinburg" | "Asia/Yerevan" | "Atlantic/Azores" | "Atlantic/Bermuda" | "Atlantic/Canary" | "Atlantic/Cape_Verde" | "Atlantic/Faeroe" | "Atlantic/Faroe" | "Atlantic/Jan_Mayen" | "Atlantic/Madeira" | "Atlantic/Reykjavik" | "Atlantic/South_Georgia" | "Atlantic/St_Helena" | "Atlantic/Stanley" | "Australia/ACT" | "Australia/Adelaide" | "Australia/Brisbane" | "Australia/Broken_Hill" | "Australia/Canberra" | "Australia/Currie" | "Australia/Darwin" | "Australia/Eucla" | "Australia/Hobart" | "Australia/LHI" | "Australia/Lindeman" | "Australia/Lord_Howe" | "Australia/Melbourne" | "Australia/NSW" | "Australia/North" | "Australia/Perth" | "Australia/Queensland" | "Australia/South" | "Australia/Sydney" | "Australia/Tasmania" | "Australia/Victoria" | "Australia/West" | "Australia/Yancowinna" | "Brazil/Acre" | "Brazil/DeNoronha" | "Brazil/East" | "Brazil/West" | "CET" | "CST6CDT" | "Canada/Atlantic" | "Canada/Central" | "Canada/Eastern" | "Canada/Mountain" | "Canada/Newfoundland" | "Canada/Pacific" | "Canada/Saskatchewan" | "Canada/Yukon" | "Chile/Continental" | "Chile/EasterIsland" | "Cuba" | "EET" | "EST" | "EST5EDT" | "Egypt" | "Eire" | "Etc/GMT" | "Etc/GMT+0" | "Etc/GMT+1" | "Etc/GMT+10" | "Etc/GMT+11" | "Etc/GMT+12" | "Etc/GMT+2" | "Etc/GMT+3" | "Etc/GMT+4" | "Etc/GMT+5" | "Etc/GMT+6" | "Etc/GMT+7" | "Etc/GMT+8" | "Etc/GMT+9" | "Etc/GMT-0" | "Etc/GMT-1" | "Etc/GMT-10" | "Etc/GMT-11" | "Etc/GMT-12" | "Etc/GMT-13" | "Etc/GMT-14" | "Etc/GMT-2" | "Etc/GMT-3" | "Etc/GMT-4" | "Etc/GMT-5" | "Etc/GMT-6" | "Etc/GMT-7" | "Etc/GMT-8" | "Etc/GMT-9" | "Etc/GMT0" | "Etc/Greenwich" | "Etc/UCT" | "Etc/UTC" | "Etc/Universal" | "Etc/Zulu" | "Europe/Amsterdam" | "Europe/Andorra" | "Europe/Astrakhan" | "Europe/Athens" | "Europe/Belfast" | "Europe/Belgrade" | "Europe/Berlin" | "Europe/Bratislava" | "Europe/Brussels" | "Europe/Bucharest" | "Europe/Budapest" | "Europe/Busingen" | "Europe/Chisinau" | "Europe/Copenhagen" | "Europe/Dublin" | "Europe/Gibraltar" | "Europe/Guernsey" | "Europe/Helsinki" | "Europe/Isle_of_Man" | "Europe/Istanbul" | "Europe/Jersey" | "Europe/Kaliningrad" | "Europe/Kiev" | "Europe/Kirov" | "Europe/Kyiv" | "Europe/Lisbon" | "Europe/Ljubljana" | "Europe/London" | "Europe/Luxembourg" | "Europe/Madrid" | "Europe/Malta" | "Europe/Mariehamn" | "Europe/Minsk" | "Europe/Monaco" | "Europe/Moscow" | "Europe/Nicosia" | "Europe/Oslo" | "Europe/Paris" | "Europe/Podgorica" | "Europe/Prague" | "Europe/Riga" | "Europe/Rome" | "Europe/Samara" | "Europe/San_Marino" | "Europe/Sarajevo" | "Europe/Saratov" | "Europe/Simferopol" | "Europe/Skopje" | "Europe/Sofia" | "Europe/Stockholm" | "Europe/Tallinn" | "Europe/Tirane" | "Europe/Tiraspol" | "Europe/Ulyanovsk" | "Europe/Uzhgorod" | "Europe/Vaduz" | "Europe/Vatican" | "Europe/Vienna" | "Europe/Vilnius" | "Europe/Volgograd" | "Europe/Warsaw" | "Europe/Zagreb" | "Europe/Zaporozhye" | "Europe/Zurich" | "Factory" | "GB" | "GB-Eire" | "GMT" | "GMT+0" | "GMT-0" | "GMT0" | "Greenwich" | "HST" | "Hongkong" | "Iceland" | "Indian/Antananarivo" | "Indian/Chagos" | "Indian/Christmas" | "Indian/Cocos" | "Indian/Comoro" | "Indian/Kerguelen" | "Indian/Mahe" | "Indian/Maldives" | "Indian/Mauritius" | "Indian/Mayotte" | "Indian/Reunion" | "Iran" | "Israel" | "Jamaica" | "Japan" | "Kwajalein" | "Libya" | "MET" | "MST" | "MST7MDT" | "Mexico/BajaNorte" | "Mexico/BajaSur" | "Mexico/General" | "NZ" | "NZ-CHAT" | "Navajo" | "PRC" | "PST8PDT" | "Pacific/Apia" | "Pacific/Auckland" | "Pacific/Bougainville" | "Pacific/Chatham" | "Pacific/Chuuk" | "Pacific/Easter" | "Pacific/Efate" | "Pacific/Enderbury" | "Pacific/Fakaofo" | "Pacific/Fiji" | "Pacific/Funafuti" | "Pacific/Galapagos" | "Pacific/Gambier" | "Pacific/Guadalcanal" | "Pacific/Guam" | "Pacific/Honolulu" | "Pacific/Johnston" | "Pacific/Kanton" | "Pacific/Kiritimati" | "Pacific/Kosrae" | "Pacific/Kwajalein" | "Pacific/Majuro" | "Pacific/Marquesas" | "Pacific/Midway" | "Pacific/Nauru" | "Pacific/Niue" | "Pacific/Norfolk" | "Pacific/Noumea" | "Pacific/Pago_Pago" | "Pacific/Palau" | "Pacific/Pitcairn" | "Pacific/Pohnpei" | "Pacific/Ponape" | "Pacific/Port_Moresby" | "Pacific/Rarotonga" | "Pacific/Saipan" | "Pacific/Samoa" | "Pacific/Tahiti" | "Pacific/Tarawa" | "Pacific/Tongatapu" | "Pacific/Truk" | "Pacific/Wake" | "Pacific/Wallis" | "Pacific/Yap" | "Poland" | "Portugal" | "ROC" | "ROK" | "Singapore" | "Turkey" | "UCT" | "US/Alaska" | "US/Aleutian" | "US/Arizona" | "US/Central" | "US/East-Indiana" | "US/Eastern" | "US/Hawaii" | "US/Indiana-Starke" | "US/Michigan" | "US/Mountain" | "US/Pacific" | "US/Samoa" | "UTC" | "Universal" | "W-SU" | "WET" | "Zulu";
+
 export interface ZoneBody {
-  zone: string;
+  zone: Zone;
 }
+
+/** Answer 200 of `GET /healthz`. */
+export type GetHealthzResponse = Health;
+
+/** Answer 200 of `GET /v1/admin/apps`. */
+export type GetAdminAppsResponse = PageView;
 
 /** Body of `POST /v1/admin/apps`. */
-export type PostV1AdminAppsRequest = NewAppBody;
+export type PostAdminAppsRequest = NewAppBody;
+
+/** Answer 201 of `POST /v1/admin/apps`. */
+export type PostAdminAppsResponse201 = CreatedAppView;
 
 /** Body of `POST /v1/admin/apps/{appid}/rotate-signing-secret`. */
-export type PostV1AdminAppsByAppidRotateSigningSecretRequest = RotateSecretBody;
+export type PostAdminAppsAppidRotateSigningSecretRequest = RotateSecretBody;
+
+/** Answer 200 of `POST /v1/admin/apps/{appid}/rotate-signing-secret`. */
+export type PostAdminAppsAppidRotateSigningSecretResponse = RotatedAppSecretView;
+
+/** Answer 200 of `GET /v1/admin/devices`. */
+export type GetAdminDevicesResponse = PageView3;
 
 /** Body of `POST /v1/admin/devices`. */
-export type PostV1AdminDevicesRequest = NewDeviceBody;
+export type PostAdminDevicesRequest = NewDeviceBody;
+
+/** Answer 201 of `POST /v1/admin/devices`. */
+export type PostAdminDevicesResponse201 = CreatedDeviceView;
+
+/** Answer 200 of `GET /v1/admin/devices/{device_id}/forms`. */
+export type GetAdminDevicesDeviceIdFormsResponse = FormsView;
+
+/** Answer 200 of `GET /v1/admin/providers`. */
+export type GetAdminProvidersResponse = PageView2;
 
 /** Body of `POST /v1/admin/providers`. */
-export type PostV1AdminProvidersRequest = NewProviderBody;
+export type PostAdminProvidersRequest = NewProviderBody;
+
+/** Answer 201 of `POST /v1/admin/providers`. */
+export type PostAdminProvidersResponse201 = CreatedProviderView;
 
 /** Body of `PUT /v1/admin/providers/{provider}/market-update-duration`. */
-export type PutV1AdminProvidersByProviderMarketUpdateDurationRequest = MarketBody;
+export type PutAdminProvidersProviderMarketUpdateDurationRequest = MarketBody;
+
+/** Answer 200 of `PUT /v1/admin/providers/{provider}/market-update-duration`. */
+export type PutAdminProvidersProviderMarketUpdateDurationResponse = MarketView;
 
 /** Body of `POST /v1/admin/providers/{provider}/rotate-signing-secret`. */
-export type PostV1AdminProvidersByProviderRotateSigningSecretRequest = RotateSecretBody;
+export type PostAdminProvidersProviderRotateSigningSecretRequest = RotateSecretBody;
+
+/** Answer 200 of `POST /v1/admin/providers/{provider}/rotate-signing-secret`. */
+export type PostAdminProvidersProviderRotateSigningSecretResponse = RotatedSecretView;
+
+/** Answer 200 of `DELETE /v1/admin/users/{user_id}`. */
+export type DeleteAdminUsersUserIdResponse = ErasedUserView;
+
+/** Answer 200 of `POST /v1/admin/{collection}/{id}/rotate-key`. */
+export type PostAdminCollectionIdRotateKeyResponse = RotatedKeyView;
+
+/** Answer 200 of `GET /v1/apps/{appid}/background-fetch`. */
+export type GetAppsAppidBackgroundFetchResponse = CachedView;
 
 /** Body of `PUT /v1/apps/{appid}/background-fetch/token`. */
-export type PutV1AppsByAppidBackgroundFetchTokenRequest = TokenBody;
+export type PutAppsAppidBackgroundFetchTokenRequest = TokenBody;
 
 /** Body of `PUT /v1/apps/{appid}/periodic-fetch`. */
-export type PutV1AppsByAppidPeriodicFetchRequest = PeriodicBody;
+export type PutAppsAppidPeriodicFetchRequest = PeriodicBody;
+
+/** Answer 200 of `PUT /v1/apps/{appid}/periodic-fetch`. */
+export type PutAppsAppidPeriodicFetchResponse = SettingView;
+
+/** Answer 200 of `GET /v1/apps/{appid}/periodic-fetch/explain`. */
+export type GetAppsAppidPeriodicFetchExplainResponse = FetchExplanationView;
 
 /** Body of `POST /v1/apps/{appid}/periodic-fetch/fetch-now`. */
-export type PostV1AppsByAppidPeriodicFetchFetchNowRequest = UserBody;
+export type PostAppsAppidPeriodicFetchFetchNowRequest = UserBody;
+
+/** Answer 200 of `POST /v1/apps/{appid}/periodic-fetch/fetch-now`. */
+export type PostAppsAppidPeriodicFetchFetchNowResponse = FetchNowView;
+
+/** Answer 200 of `GET /v1/apps/{appid}/periodic-fetch/log`. */
+export type GetAppsAppidPeriodicFetchLogResponse = FetchLogView;
+
+/** Answer 200 of `GET /v1/device/forms`. */
+export type GetDeviceFormsResponse = FormsView;
 
 /** Body of `POST /v1/device/network`. */
-export type PostV1DeviceNetworkRequest = NetworkBody;
+export type PostDeviceNetworkRequest = NetworkBody;
+
+/** Answer 200 of `GET /v1/device/sync`. */
+export type GetDeviceSyncResponse = SyncView;
 
 /** Body of `PUT /v1/device/zone`. */
-export type PutV1DeviceZoneRequest = ZoneBody;
+export type PutDeviceZoneRequest = ZoneBody;
 
 /** Body of `POST /v1/forms`. */
-export type PostV1FormsRequest = NewFormBody;
+export type PostFormsRequest = NewFormBody;
+
+/** Answer 201 of `POST /v1/forms`. */
+export type PostFormsResponse201 = AddedFormView;
+
+/** Answer 200 of `GET /v1/forms/{form_id}/data`. */
+export type GetFormsFormIdDataResponse = FormDataResponse;
+
+/** Body of `PUT /v1/forms/{form_id}/data`. */
+export type PutFormsFormIdDataRequest = unknown;
+
+/** Answer 200 of `GET /v1/forms/{form_id}/explain`. */
+export type GetFormsFormIdExplainResponse = FormExplanationView;
 
 /** Body of `POST /v1/forms/{form_id}/next-refresh`. */
-export type PostV1FormsByFormIdNextRefreshRequest = NextRefreshBody;
+export type PostFormsFormIdNextRefreshRequest = NextRefreshBody;
+
+/** Answer 200 of `POST /v1/forms/{form_id}/next-refresh`. */
+export type PostFormsFormIdNextRefreshResponse = NextRefreshView;
 
 /** Body of `POST /v1/forms/{form_id}/visibility`. */
-export type PostV1FormsByFormIdVisibilityRequest = VisibilityBody;
+export type PostFormsFormIdVisibilityRequest = VisibilityBody;
+
+/** Answer 200 of `GET /v1/openapi.json`. */
+export type GetOpenapiJsonResponse = Record<string, unknown>;
 
 /** Body of `PUT /v1/providers/{provider}/form-config`. */
-export type PutV1ProvidersByProviderFormConfigRequest = Record<string, unknown>;
+export interface PutProvidersProviderFormConfigRequest {
+  forms: ({
+    /** unique in the document */
+    name: string;
+    updateEnabled?: boolean;
+    /** N x 30 minutes; 0 for none; above 336 is read as 336 */
+    updateDuration?: number;
+    /** HH:MM, local time */
+    scheduledUpdateTime?: string;
+    /** HH:MM,HH:MM,... local times */
+    multiScheduledUpdateTime?: string;
+    /** "network" (system apps only) */
+    conditionUpdate?: string[];
+    dataProxyEnabled?: boolean;
+  })[];
+}
 
 /** Answer 200 of `PUT /v1/providers/{provider}/form-config`. */
-export interface PutV1ProvidersByProviderFormConfigResponse {
-  warnings: ErrorDetail[];
-  /** placed forms removed because their definition is gone (F23a), per definition */
-  removed_forms: ({
-    form_name: string;
-    count: number;
-  })[];
-  dry_run: boolean;
-}
+export type PutProvidersProviderFormConfigResponse = ConfigAppliedView;
+
+/** Answer 200 of `GET /v1/providers/{provider}/form-definitions`. */
+export type GetProvidersProviderFormDefinitionsResponse = DefinitionsView;
