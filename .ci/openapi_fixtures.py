@@ -99,6 +99,14 @@ def setup(base, origin):
         "provider": "removable", "refresh_url": origin + "/refresh", "system_app": False, "api_version": 1})
     out["RFD_APP_REMOVABLE"] = "removable"
     out["RFD_PROVIDER_REMOVABLE"] = "removable"
+    # Likewise a device to delete and a user (with a device) to erase: otherwise the
+    # device and user every device operation acts on could be taken away.
+    call(base, "POST", "/v1/admin/devices", operator,
+         {"device_id": "removable", "user_id": "removable-a", "zone": "UTC"})
+    call(base, "POST", "/v1/admin/devices", operator,
+         {"device_id": "erasable", "user_id": "erasable", "zone": "UTC"})
+    out["RFD_DEVICE_REMOVABLE"] = "removable"
+    out["RFD_USER_ERASABLE"] = "erasable"
     # Periodic fetch for user1, with cached data from one fetch.
     developer = out["RFD_KEY_DEVELOPER"]
     call(base, "PUT", "/v1/apps/wx1/periodic-fetch", developer,

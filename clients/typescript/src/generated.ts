@@ -21,6 +21,16 @@ export interface AppItem {
   periodic_enabled: boolean;
 }
 
+export interface AppStatsView {
+  appid: string;
+  from: string | null;
+  to: string | null;
+  /** 24 hours, oldest first; the last one is the current hour. */
+  hours: FetchHourView[];
+  totals: FetchHourView;
+  users: UsersView;
+}
+
 /** One fetch attempt; never the token or the full URL. */
 export interface AttemptView {
   /** RFC 3339; `null` only for an instant outside the years 0001-9999. */
@@ -102,6 +112,20 @@ export interface DefinitionsView {
   definitions: DefinitionView[];
 }
 
+/** A provider's deliveries and decided refreshes in one hour (or in the whole window). */
+export interface DeliveryHourView {
+  hour: string | null;
+  /** Delivery attempts. */
+  deliveries: number;
+  /** Attempts by outcome: `done`, `retry` (failed, to be retried), `failed` (given up). */
+  outcomes: Record<string, number>;
+  /** Share of `done` attempts, 0 to 1; `null` without attempts. */
+  success_rate: number | null;
+  latency_ms: LatencyView;
+  /** Refreshes decided, by trigger. */
+  triggers: Record<string, number>;
+}
+
 export interface DeviceItem {
   device_id: string;
   user_id: string;
@@ -159,6 +183,18 @@ export interface FetchExplanationView {
   next_due: string | null;
   /** The explanation in words. */
   why: string;
+}
+
+/** An app's fetches in one hour (or in the whole window, for `totals`). */
+export interface FetchHourView {
+  /** The start of the hour (RFC 3339). */
+  hour: string | null;
+  fetches: number;
+  /** By outcome (`ok`, `not_modified`, `http_error`, `timeout`, …). */
+  outcomes: Record<string, number>;
+  /** Share of `ok` fetches, 0 to 1; `null` without fetches. */
+  success_rate: number | null;
+  latency_ms: LatencyView;
 }
 
 /** The last 100 attempts, newest first. */
@@ -247,6 +283,12 @@ export interface Health {
 export type Id = string;
 
 export type IssueSeverity = "error" | "warning";
+
+/** Percentiles of a latency, as the upper bounds of the buckets that hold them. */
+export interface LatencyView {
+  p50: number | null;
+  p99: number | null;
+}
 
 export interface MarketBody {
   /** Half-hours, 1 to 336; `null` (or leaving it out) clears it. */
@@ -358,6 +400,14 @@ export interface ProviderItem {
   market_update_duration: number | null;
 }
 
+export interface ProviderStatsView {
+  provider: string;
+  from: string | null;
+  to: string | null;
+  hours: DeliveryHourView[];
+  totals: DeliveryHourView;
+}
+
 /** Placed forms of one definition removed because the definition is gone (F23a). */
 export interface RemovedFormsView {
   form_name: string;
@@ -464,6 +514,13 @@ export interface UserBody {
   user_id: Id;
 }
 
+export interface UsersView {
+  /** Users with a token whose next fetch is planned. */
+  eligible: number;
+  /** Those of them due now. */
+  due: number;
+}
+
 export interface VisibilityBody {
   visible: boolean;
 }
@@ -556,6 +613,9 @@ export type PostAppsAppidPeriodicFetchFetchNowResponse = FetchNowView;
 /** Answer 200 of `GET /v1/apps/{appid}/periodic-fetch/log`. */
 export type GetAppsAppidPeriodicFetchLogResponse = FetchLogView;
 
+/** Answer 200 of `GET /v1/apps/{appid}/stats`. */
+export type GetAppsAppidStatsResponse = AppStatsView;
+
 /** Answer 200 of `GET /v1/device/forms`. */
 export type GetDeviceFormsResponse = FormsView;
 
@@ -618,3 +678,6 @@ export type PutProvidersProviderFormConfigResponse = ConfigAppliedView;
 
 /** Answer 200 of `GET /v1/providers/{provider}/form-definitions`. */
 export type GetProvidersProviderFormDefinitionsResponse = DefinitionsView;
+
+/** Answer 200 of `GET /v1/providers/{provider}/stats`. */
+export type GetProvidersProviderStatsResponse = ProviderStatsView;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// Pattern of a cloud environment id or function name (P2): 1 to 128 of `A–Z a–z 0–9
 /// _ . -`, not starting with `.` or `-`, without `..`.
-const CLOUD_NAME_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.?$";
+pub(crate) const CLOUD_NAME_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.?$";
 
 #[derive(Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -253,6 +253,26 @@ fn routes() -> Routes {
             delete(lifecycle::erase_user),
         )
         .add(
+            Op::new(M::GET, "/v1/admin/cloud-envs", OPERATOR, "Cloud environments: those set through the API, and the configuration file's")
+                .answers::<lifecycle::CloudEnvsView>(200),
+            get(lifecycle::list_cloud_envs),
+        )
+        .add(
+            Op::new(M::PUT, "/v1/admin/cloud-envs/{env}", OPERATOR, "Set a cloud environment's base URL")
+                .describe("Overrides the configuration file's environment of that name; every node uses it from the next fetch. The URL must be one refreshd may reach (internal addresses need --allow-destination).")
+                .body::<lifecycle::CloudEnvBody>()
+                .answers::<lifecycle::CloudEnvView>(200)
+                .errors(400, &["invalid_url"]),
+            put(lifecycle::put_cloud_env),
+        )
+        .add(
+            Op::new(M::DELETE, "/v1/admin/cloud-envs/{env}", OPERATOR, "Remove a cloud environment set through the API")
+                .describe("The configuration file's environment of that name, if any, applies again.")
+                .empty(204)
+                .errors(404, &["not_found"]),
+            delete(lifecycle::delete_cloud_env),
+        )
+        .add(
             Op::new(M::POST, "/v1/admin/{collection}/{id}/rotate-key", OPERATOR, "Issue a new key; the old one answers 401 from now on")
                 .describe("Event streams opened with the old key end.")
                 .answers::<admin::RotatedKeyView>(200)

@@ -306,3 +306,72 @@ pub async fn erase_user(
         apps: erased.apps,
     }))
 }
+
+/// A cloud environment and where it is set: `api` (managed here, overriding the
+/// configuration file) or `file`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CloudEnvView {
+    env: String,
+    base_url: String,
+    source: String,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CloudEnvsView {
+    envs: Vec<CloudEnvView>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloudEnvBody {
+    /// An absolute http(s) URL without query or fragment, in a range refreshd may
+    /// reach (internal addresses need --allow-destination); a fetch goes to
+    /// `base_url/FUNCTION` with the P12 query.
+    #[schemars(length(min = 1, max = 2048))]
+    base_url: String,
+}
+
+fn cloud_env_view(env: refreshd_engine::commands::CloudEnv) -> CloudEnvView {
+    CloudEnvView {
+        env: env.env,
+        base_url: env.base_url,
+        source: env.source.to_string(),
+    }
+}
+
+pub async fn list_cloud_envs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<CloudEnvsView>> {
+    let envs = state.engine.lifecycle().list_cloud_envs(&caller).await?;
+    Ok(Json(CloudEnvsView {
+        envs: envs.into_iter().map(cloud_env_view).collect(),
+    }))
+}
+
+pub async fn put_cloud_env(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(env): Path<String>,
+    crate::extract::Body(body): crate::extract::Body<CloudEnvBody>,
+) -> ApiResult<Json<CloudEnvView>> {
+    let env = state
+        .engine
+        .lifecycle()
+        .put_cloud_env(&caller, &env, &body.base_url)
+        .await?;
+    Ok(Json(cloud_env_view(env)))
+}
+
+pub async fn delete_cloud_env(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(env): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .engine
+        .lifecycle()
+        .delete_cloud_env(&caller, &env)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

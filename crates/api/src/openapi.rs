@@ -310,6 +310,10 @@ fn path_parameter(name: &str, schemas: &mut SchemaGenerator) -> Value {
             "which kind of principal",
         ),
         "device_id" => (json!(schemas.subschema_for::<Id>()), "the device"),
+        "env" => (
+            json!({"type": "string", "pattern": crate::apps::CLOUD_NAME_PATTERN, "minLength": 1, "maxLength": 128}),
+            "a cloud environment's name (P2)",
+        ),
         "user_id" => (
             json!(schemas.subschema_for::<Id>()),
             "the user, as the operator named it when creating a device",

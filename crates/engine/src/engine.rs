@@ -550,6 +550,16 @@ impl Engine {
         Ok((result, next))
     }
 
+    /// A cloud environment's base URL: the one the operator set through the API, else
+    /// the configuration file's. Read from the store each time, so every node of a
+    /// fleet follows a change at once.
+    pub(crate) async fn cloud_base_url(&self, env: &str) -> Result<Option<String>, EngineError> {
+        if let Some(base) = self.store.get_cloud_env(env).await? {
+            return Ok(Some(base));
+        }
+        Ok(self.settings.cloud_envs.get(env).cloned())
+    }
+
     /// Orders a due fetch of a pair, if the rules say one is due.
     pub(crate) async fn order_due_fetch(
         &self,

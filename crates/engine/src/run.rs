@@ -316,9 +316,8 @@ impl Engine {
             // Names are checked when configured (P2); one stored before that check
             // existed is refused here rather than sent out of the base path.
             Source::Cloud { env, function } => self
-                .settings
-                .cloud_envs
-                .get(env)
+                .cloud_base_url(env)
+                .await?
                 .filter(|_| {
                     refreshd_rules::periodic::check_cloud_name("function", function).is_ok()
                 })

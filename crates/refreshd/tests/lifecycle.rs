@@ -424,3 +424,139 @@ async fn an_erased_user_leaves_no_trace_in_the_store_file() {
         "the search does find what is there"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_environments_are_managed_through_the_api_without_a_restart() {
+    let dir = temp_dir("cloud-envs");
+    let origin = Origin::default();
+    let feed = origin.start().await;
+    let base = feed.trim_end_matches("/feed").to_string();
+    let svc = Service::start(&dir, &epoch_now(), &[]);
+    let app = create(
+        &svc,
+        "/v1/admin/apps",
+        json!({"appid": "mini", "subject": "individual"}),
+    )
+    .await;
+    let developer = app["developer_key"].as_str().unwrap().to_string();
+    let setting = json!({"enabled": true, "source": {"cloud": {"env": "prod", "function": "feed"}}, "gray": null});
+
+    // Not configured yet: the setting is refused, naming the environment.
+    let (status, body) = svc
+        .call(
+            "PUT",
+            "/v1/apps/mini/periodic-fetch",
+            &developer,
+            Some(setting.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_url")),
+        "{body}"
+    );
+
+    // Bad URLs and names are refused; a good one is listed as set through the API.
+    for (env, url) in [
+        ("prod", "ftp://10.0.0.1"),
+        ("prod", "http://127.0.0.2:1/x?y=1"),
+        ("-bad", base.as_str()),
+    ] {
+        let (status, body) = svc
+            .call(
+                "PUT",
+                &format!("/v1/admin/cloud-envs/{env}"),
+                &svc.operator,
+                Some(json!({"base_url": url})),
+            )
+            .await;
+        assert_eq!(status, 400, "{env} {url}: {body}");
+    }
+    let (status, put) = svc
+        .call(
+            "PUT",
+            "/v1/admin/cloud-envs/prod",
+            &svc.operator,
+            Some(json!({"base_url": base})),
+        )
+        .await;
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(put["source"], "api");
+    let listed = get(&svc, "/v1/admin/cloud-envs", &svc.operator).await;
+    assert_eq!(
+        listed["envs"],
+        json!([{"env": "prod", "base_url": base, "source": "api"}])
+    );
+
+    // Used at once: the setting is accepted and a fetch goes to base_url/FUNCTION.
+    let (status, body) = svc
+        .call(
+            "PUT",
+            "/v1/apps/mini/periodic-fetch",
+            &developer,
+            Some(setting),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let device = create(
+        &svc,
+        "/v1/admin/devices",
+        json!({"device_id": "d1", "user_id": "u1", "zone": "UTC"}),
+    )
+    .await;
+    let device_key = device["device_key"].as_str().unwrap();
+    assert_eq!(
+        svc.call("POST", "/v1/apps/mini/launch", device_key, None)
+            .await
+            .0,
+        204
+    );
+    let (status, _) = svc
+        .call(
+            "PUT",
+            "/v1/apps/mini/background-fetch/token",
+            device_key,
+            Some(json!({"token": "t"})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, report) = svc
+        .call(
+            "POST",
+            "/v1/apps/mini/periodic-fetch/fetch-now",
+            &developer,
+            Some(json!({"user_id": "u1"})),
+        )
+        .await;
+    assert_eq!(report["outcome"], "ok", "{report}");
+    assert!(origin
+        .targets
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|t| t.starts_with("/feed?appid=mini&")));
+
+    // Removed: fetches cannot reach it any more; a second removal is 404.
+    assert_eq!(
+        svc.call("DELETE", "/v1/admin/cloud-envs/prod", &svc.operator, None)
+            .await
+            .0,
+        204
+    );
+    let (_, report) = svc
+        .call(
+            "POST",
+            "/v1/apps/mini/periodic-fetch/fetch-now",
+            &developer,
+            Some(json!({"user_id": "u1"})),
+        )
+        .await;
+    assert_eq!(report["outcome"], "connect", "{report}");
+    assert_eq!(
+        svc.call("DELETE", "/v1/admin/cloud-envs/prod", &svc.operator, None)
+            .await
+            .0,
+        404
+    );
+    assert!(svc.stop().success());
+}

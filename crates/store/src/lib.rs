@@ -271,6 +271,14 @@ pub trait Store: Send + Sync + 'static {
     /// and fetch logs. Answers (devices, appids of the pairs) that went.
     async fn erase_user(&self, user_id: &str) -> StoreResult<(Vec<String>, Vec<String>)>;
 
+    // ---- cloud environments managed through the API
+    /// (env, base URL), by env.
+    async fn list_cloud_envs(&self) -> StoreResult<Vec<(String, String)>>;
+    async fn get_cloud_env(&self, env: &str) -> StoreResult<Option<String>>;
+    /// Inserts or replaces.
+    async fn put_cloud_env(&self, env: &str, base_url: &str) -> StoreResult<()>;
+    async fn delete_cloud_env(&self, env: &str) -> StoreResult<()>;
+
     // ---- statistics (counted in the transactions that record what they count)
     /// An app's fetch counters from `from_hour` on.
     async fn fetch_stats(&self, appid: &str, from_hour: i64) -> StoreResult<Vec<StatRow>>;

@@ -1438,6 +1438,39 @@ where
         Ok((devices, apps))
     }
 
+    async fn list_cloud_envs(&self) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT env, base_url FROM cloud_envs ORDER BY env")
+            .fetch_all(self.backend.reader())
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    async fn get_cloud_env(&self, env: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT base_url FROM cloud_envs WHERE env = $1")
+            .bind(env)
+            .fetch_optional(self.backend.reader())
+            .await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn put_cloud_env(&self, env: &str, base_url: &str) -> StoreResult<()> {
+        let mut tx = self.backend.begin().await?;
+        sqlx::query(
+            "INSERT INTO cloud_envs (env, base_url) VALUES ($1, $2)
+             ON CONFLICT (env) DO UPDATE SET base_url = excluded.base_url",
+        )
+        .bind(env)
+        .bind(base_url)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    async fn delete_cloud_env(&self, env: &str) -> StoreResult<()> {
+        self.update_one(sqlx::query("DELETE FROM cloud_envs WHERE env = $1").bind(env))
+            .await
+    }
+
     async fn fetch_stats(&self, appid: &str, from_hour: i64) -> StoreResult<Vec<StatRow>> {
         let rows = sqlx::query(
             "SELECT hour, outcome, bucket, count FROM fetch_stats WHERE appid = $1 AND hour >= $2",

@@ -178,7 +178,7 @@ impl AppCommands<'_> {
                 // environments this platform configures.
                 check_cloud_name("env", &env)?;
                 check_cloud_name("function", &function)?;
-                if !engine.settings.cloud_envs.contains_key(&env) {
+                if engine.cloud_base_url(&env).await?.is_none() {
                     return Err(EngineError::invalid(
                         "invalid_url",
                         format!("cloud environment \"{env}\" is not configured on this platform"),

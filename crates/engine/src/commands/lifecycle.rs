@@ -395,3 +395,88 @@ impl LifecycleCommands<'_> {
         }
     }
 }
+
+/// A cloud environment and where it is set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudEnv {
+    pub env: String,
+    pub base_url: String,
+    /// "api" (managed here, overriding the file) or "file" (the configuration file).
+    pub source: &'static str,
+}
+
+impl LifecycleCommands<'_> {
+    /// Every cloud environment: those set through the API, then the configuration
+    /// file's that no API one overrides.
+    pub async fn list_cloud_envs(&self, caller: &Caller) -> Result<Vec<CloudEnv>, EngineError> {
+        caller.require(KeyKind::Operator)?;
+        let engine = self.engine;
+        let managed = engine.store.list_cloud_envs().await?;
+        let mut envs: BTreeMap<String, CloudEnv> = engine
+            .settings
+            .cloud_envs
+            .iter()
+            .map(|(env, base_url)| {
+                let entry = CloudEnv {
+                    env: env.clone(),
+                    base_url: base_url.clone(),
+                    source: "file",
+                };
+                (env.clone(), entry)
+            })
+            .collect();
+        for (env, base_url) in managed {
+            envs.insert(
+                env.clone(),
+                CloudEnv {
+                    env,
+                    base_url,
+                    source: "api",
+                },
+            );
+        }
+        Ok(envs.into_values().collect())
+    }
+
+    /// Sets a cloud environment's base URL (P2's env name; an absolute http(s) URL
+    /// without query or fragment that refreshd may reach). Takes effect for the next
+    /// fetch on every node.
+    pub async fn put_cloud_env(
+        &self,
+        caller: &Caller,
+        env: &str,
+        base_url: &str,
+    ) -> Result<CloudEnv, EngineError> {
+        caller.require(KeyKind::Operator)?;
+        refreshd_rules::periodic::check_cloud_name("env", env)?;
+        let parsed = reqwest::Url::parse(base_url).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.query().is_none()
+                && u.fragment().is_none()
+        });
+        if parsed.is_none() {
+            return Err(EngineError::invalid(
+                "invalid_url",
+                "base_url must be an absolute http(s) URL with a host and no query or fragment",
+            ));
+        }
+        self.engine.check_destination("$.base_url", base_url)?;
+        self.engine.store.put_cloud_env(env, base_url).await?;
+        Ok(CloudEnv {
+            env: env.to_string(),
+            base_url: base_url.to_string(),
+            source: "api",
+        })
+    }
+
+    /// Removes a cloud environment set through the API (the file's, if it has one of
+    /// that name, applies again).
+    pub async fn delete_cloud_env(&self, caller: &Caller, env: &str) -> Result<(), EngineError> {
+        caller.require(KeyKind::Operator)?;
+        match self.engine.store.delete_cloud_env(env).await {
+            Err(StoreError::NotFound) => Err(EngineError::NotFound("not_found")),
+            other => Ok(other?),
+        }
+    }
+}

@@ -46,8 +46,8 @@ pub use forms::{
     NotedDecision, RemovedForms,
 };
 pub use lifecycle::{
-    AppSummary, DefinitionCount, DeviceSummary, ErasedUser, LifecycleCommands, Page, PlacedForm,
-    ProviderSummary,
+    AppSummary, CloudEnv, DefinitionCount, DeviceSummary, ErasedUser, LifecycleCommands, Page,
+    PlacedForm, ProviderSummary,
 };
 pub use stats::{AppStats, HourStats, ProviderStats, StatsCommands};
 
