@@ -522,6 +522,7 @@ pub fn build(engine: Arc<Engine>, api_settings: ApiSettings) -> (Router, ApiHand
         authed.schemas.definitions().clone().into_iter().collect();
     paths.insert("/healthz".into(), json!({"get": {"summary": "200 when the store is reachable", "security": [], "responses": {"200": {"description": "healthy"}, "503": {"description": "store unreachable"}}}}));
     paths.insert("/v1/openapi.json".into(), json!({"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}}));
+    console::document(&mut paths);
     schemas.insert("Error".into(), json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message", "details"], "properties": {
         "code": {"type": "string"}, "message": {"type": "string"},
         "details": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorDetail"}}

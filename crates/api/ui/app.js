@@ -215,8 +215,18 @@ function swatch(fill, stroke) {
     svg('rect', { x: 0.5, y: 0.5, width: 11, height: 11, fill, stroke: stroke || '#333', 'stroke-width': 1 }));
 }
 
+/** A round axis maximum at or above `v`, so the four grid steps are round numbers. */
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const raw = v / 4;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((m) => m >= raw);
+  return step * 4;
+}
+
 function chartFigure(id, title, svgNode, legendItems) {
   const fig = el('figure', { class: 'chart', id });
+  fig.append(el('figcaption', {}, title));
   fig.append(svgNode);
   if (legendItems && legendItems.length) fig.append(el('ul', { class: 'legend' }, legendItems));
   return fig;
@@ -228,7 +238,8 @@ function chartFigure(id, title, svgNode, legendItems) {
  */
 function stackedBars({ id, title, desc, hours, series, value, total }) {
   const W = 720, H = 220, L = 44, R = 10, T = 12, B = 34;
-  const max = Math.max(1, ...hours.map(total));
+  const stacked = (h) => Math.max(total(h), series.reduce((n, [name]) => n + (value(h, name) || 0), 0));
+  const max = Math.max(4, niceMax(Math.max(...hours.map(stacked))));
   const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': `${id}-t ${id}-d`, 'data-chart': id });
   root.append(svg('title', { id: `${id}-t`, text: title }), svg('desc', { id: `${id}-d`, text: desc }));
   root.append(patternDefs(id, series));
@@ -272,7 +283,7 @@ function swatchPattern(prefix, name, style) {
 function lineChart({ id, title, desc, hours, lines, maxValue, format }) {
   const W = 720, H = 200, L = 54, R = 10, T = 12, B = 34;
   const values = hours.flatMap((h) => lines.map((l) => l.value(h))).filter((v) => v !== null && v !== undefined);
-  const max = maxValue ?? Math.max(1, ...values);
+  const max = maxValue ?? niceMax(Math.max(0, ...values));
   const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': `${id}-t ${id}-d`, 'data-chart': id });
   root.append(svg('title', { id: `${id}-t`, text: title }), svg('desc', { id: `${id}-d`, text: desc }));
   const plotW = W - L - R, plotH = H - T - B;
@@ -322,7 +333,7 @@ function lineChart({ id, title, desc, hours, lines, maxValue, format }) {
 
 /** Horizontal bars of named totals (triggers, placed counts). */
 function namedBars({ id, title, desc, entries, colorOf }) {
-  const W = 720, rowH = 26, L = 160, R = 60;
+  const W = 600, rowH = 30, L = 160, R = 60;
   const H = Math.max(1, entries.length) * rowH + 10;
   const max = Math.max(1, ...entries.map(([, n]) => n));
   const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': `${id}-t ${id}-d`, 'data-chart': id });
@@ -331,14 +342,16 @@ function namedBars({ id, title, desc, entries, colorOf }) {
     const y = 5 + i * rowH;
     const w = ((W - L - R) * n) / max;
     const g = svg('g', { 'data-name': name, 'data-value': n });
-    g.append(svg('text', { x: L - 8, y: y + 16, 'text-anchor': 'end', 'font-size': 13, fill: '#1b1f24', text: name }));
+    g.append(svg('text', { x: L - 8, y: y + 19, 'text-anchor': 'end', 'font-size': 15, fill: '#1b1f24', text: name }));
     g.append(svg('rect', { x: L, y: y + 3, width: Math.max(n ? 2 : 0, w), height: rowH - 8, fill: colorOf(name), stroke: '#222', 'stroke-width': 0.6 }));
-    g.append(svg('text', { x: L + w + 6, y: y + 16, 'font-size': 13, fill: '#1b1f24', text: String(n) }));
+    g.append(svg('text', { x: L + w + 6, y: y + 19, 'font-size': 15, fill: '#1b1f24', text: String(n) }));
     g.append(svg('title', { text: `${name}: ${n}` }));
     root.append(g);
   });
   if (!entries.length) root.append(svg('text', { x: 10, y: 20, 'font-size': 13, fill: '#4a5562', text: 'none' }));
-  return chartFigure(id, title, root, []);
+  const fig = chartFigure(id, title, root, []);
+  fig.classList.add('narrow');
+  return fig;
 }
 
 // ---------------------------------------------------------------- the timeline
@@ -387,7 +400,7 @@ function markShape(status, x, y, color, planned) {
  * marks before `now` are what happened, planned ones after it are drawn hollow and dashed.
  */
 function timeline({ id, title, now, from, to, lanes }) {
-  const W = 960, L = 170, R = 16, T = 30, laneH = 54;
+  const W = 960, L = 170, R = 16, T = 30, laneH = 64;
   const H = T + lanes.length * laneH + 10;
   const xAt = (ms) => L + ((W - L - R) * (ms - from)) / (to - from);
   const root = svg('svg', {
@@ -402,7 +415,7 @@ function timeline({ id, title, now, from, to, lanes }) {
     const x = xAt(t);
     const labelled = new Date(t).getUTCHours() % 3 === 0;
     root.append(svg('line', { x1: x, x2: x, y1: T - 6, y2: H - 6, stroke: labelled ? '#c5ccd4' : '#e6e9ed' }));
-    if (labelled) root.append(svg('text', { x, y: T - 10, 'text-anchor': 'middle', 'font-size': 11, fill: '#4a5562', text: hhmm(t) }));
+    if (labelled && Math.abs(x - xAt(now)) > 70) root.append(svg('text', { x, y: T - 10, 'text-anchor': 'middle', 'font-size': 11, fill: '#4a5562', text: hhmm(t) }));
   }
   // Ahead of now: shaded and hatched.
   root.append(svg('defs', {}, svg('pattern', { id: `${id}-ahead`, width: 8, height: 8, patternUnits: 'userSpaceOnUse', patternTransform: 'rotate(45)' },
@@ -417,6 +430,7 @@ function timeline({ id, title, now, from, to, lanes }) {
     g.append(svg('line', { x1: L, x2: W - R, y1: mid, y2: mid, stroke: '#9aa5b1', 'stroke-width': 1 }));
     g.append(svg('text', { x: L - 8, y: mid + 4, 'text-anchor': 'end', 'font-size': 13, 'font-weight': 600, fill: '#1b1f24', text: lane.label }));
     if (lane.sublabel) g.append(svg('text', { x: L - 8, y: mid + 18, 'text-anchor': 'end', 'font-size': 10, fill: '#4a5562', text: lane.sublabel }));
+    let skips = 0;
     for (const mark of lane.marks) {
       const x = xAt(mark.at);
       const planned = mark.status === 'planned';
@@ -431,7 +445,9 @@ function timeline({ id, title, now, from, to, lanes }) {
         m.append(svg('text', { x, y: mid - 10, 'text-anchor': 'middle', 'font-size': 10, 'font-weight': 700, fill: color, text: trig.letter }));
       }
       if (mark.status === 'skipped' && mark.rule) {
-        m.append(svg('text', { x, y: mid + 20, 'text-anchor': 'middle', 'font-size': 10, fill: '#a4262c', text: mark.rule, class: 'rule' }));
+        // Alternate heights so the ids of neighbouring skips do not run together.
+        const dy = 20 + (skips++ % 2) * 11;
+        m.append(svg('text', { x, y: mid + dy, 'text-anchor': 'middle', 'font-size': 10, fill: '#a4262c', text: mark.rule, class: 'rule' }));
       }
       m.append(svg('title', { text: `${fmtTime(mark.at)} ${planned ? 'planned: ' : ''}${mark.text}${mark.rule ? ` (rule ${mark.rule})` : ''}` }));
       g.append(m);
@@ -441,6 +457,14 @@ function timeline({ id, title, now, from, to, lanes }) {
   const fig = el('figure', { class: 'timeline', id });
   fig.append(root);
   fig.append(timelineLegend());
+  // The same marks as text, for screen readers and for reading exact instants.
+  fig.append(el('details', {}, el('summary', {}, 'The same marks as a list'),
+    lanes.map((lane) => el('section', { 'aria-label': lane.label },
+      el('h4', {}, `${lane.label}${lane.sublabel ? ' — ' + lane.sublabel : ''}`),
+      lane.marks.length
+        ? el('ul', {}, [...lane.marks].sort((a, b) => a.at - b.at).map((mark) => el('li', {},
+          `${fmtTime(mark.at)} ${mark.status === 'planned' ? 'planned: ' : ''}${mark.text}${mark.rule ? ` (rule ${mark.rule})` : ''} — ${STATUS_LABEL[mark.status] || mark.status}`)))
+        : el('p', { class: 'empty' }, 'Nothing in this window.')))));
   return fig;
 }
 
@@ -907,7 +931,7 @@ async function deviceView(out, deviceId, kind) {
   const allLanes = fetchLane ? [...lanes, fetchLane] : lanes;
   out.append(el('h3', {}, 'The last 16 hours and the next 8'));
   if (!canExplain) {
-    out.append(el('p', { class: 'note', id: 'needs-device-key' }, 'The decisions of these forms (explain) answer only to the device or the form\'s provider: open this console with the device key to see its timeline. The forms are listed below.'));
+    out.append(el('p', { class: 'note', id: 'needs-device-key' }, 'The decisions of these forms (explain) answer only to the device or the form\'s provider, so the lanes stay empty here: type the device\'s key above to see its timeline. The forms are listed below.'));
   }
   if (allLanes.length) {
     out.append(timeline({ id: 'device-timeline', title: `Refresh timeline of ${asOperator ? deviceId : 'this device'}, one lane per form`, now, from, to, lanes: allLanes }));
