@@ -83,12 +83,15 @@ async function openConsole(key, hash, { viewport = { width: 1280, height: 900 } 
     if (message.type() === 'error') seen.errors.push(message.text());
   });
   page.on('pageerror', (error) => seen.errors.push(String(error)));
-  page.on('response', async (response) => {
+  // Bodies are read asynchronously; `answer` waits for every read begun so far.
+  seen.reading = [];
+  page.on('response', (response) => {
     const url = new URL(response.url());
     if (url.pathname.startsWith('/v1/') || url.pathname === '/healthz') {
-      try {
-        seen.answers.set(url.pathname + url.search, { status: response.status(), body: await response.json() });
-      } catch { /* not JSON */ }
+      seen.reading.push(response.json().then(
+        (body) => { seen.answers.set(url.pathname + url.search, { status: response.status(), body }); },
+        () => { /* not JSON */ },
+      ));
     }
   });
   await page.goto(`${service.base}/ui/`);
@@ -106,7 +109,8 @@ async function openConsole(key, hash, { viewport = { width: 1280, height: 900 } 
 }
 
 /** The recorded answer whose path starts with `prefix` (the latest one). */
-function answer(seen, prefix) {
+async function answer(seen, prefix) {
+  await Promise.all(seen.reading);
   let found;
   for (const [path, value] of seen.answers) {
     if (path === prefix || path.startsWith(prefix + '?')) found = value;
@@ -125,8 +129,9 @@ async function finish(name, { context, page, seen }) {
   await context.close();
 }
 
-async function statsRouted(seenOrPage, path) {
-  const doc = await (await fetch(`${service.base}/v1/openapi.json`)).json();
+/** Whether the OpenAPI document the page read offers GET `path`. */
+async function statsRouted(seen, path) {
+  const doc = await answer(seen, '/v1/openapi.json');
   return Boolean(doc.paths[path] && doc.paths[path].get);
 }
 
@@ -134,21 +139,21 @@ test('operator: lists with filters and cursor pages, links to the device view', 
   const opened = await openConsole(service.operatorKey, '#/operator/apps');
   const { page, seen } = opened;
   await page.locator('#list table[aria-label="Apps"]').waitFor({ timeout: PAGE_DEADLINE_MS });
-  const apps = answer(seen, '/v1/admin/apps').items;
+  const apps = (await answer(seen, '/v1/admin/apps')).items;
   assert.deepEqual(await page.locator('#list tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.id)), apps.map((a) => a.appid));
   assert.ok(apps.some((a) => a.appid === data.appid));
 
   // Devices: every device of the first page, then one user's through the filter form.
   await page.getByRole('link', { name: 'Devices', exact: true }).first().click();
   await page.locator('#list table[aria-label="Devices"]').waitFor({ timeout: PAGE_DEADLINE_MS });
-  const all = answer(seen, '/v1/admin/devices').items;
+  const all = (await answer(seen, '/v1/admin/devices')).items;
   assert.equal(all.length, 2);
   assert.equal(await page.locator('#list tbody tr').count(), all.length);
   await page.getByLabel('User id (exact)').fill(data.userId);
   await page.getByRole('button', { name: 'Filter' }).click();
   await page.locator('#list-summary', { hasText: '1 shown of 1 loaded.' }).waitFor({ timeout: PAGE_DEADLINE_MS });
   assert.equal(await page.locator('#list tbody tr').count(), 1);
-  const mine = answer(seen, `/v1/admin/devices?limit=50&user_id=${data.userId}`).items;
+  const mine = (await answer(seen, `/v1/admin/devices?limit=50&user_id=${data.userId}`)).items;
   assert.deepEqual(mine.map((d) => d.device_id), [data.deviceId]);
   const row = page.locator(`#list tr[data-id="${data.deviceId}"]`);
   assert.equal(await row.locator('td[data-col="forms"]').textContent(), String(mine[0].forms));
@@ -175,7 +180,7 @@ test('operator: lists with filters and cursor pages, links to the device view', 
   await page.evaluate((u) => { location.hash = `#/operator/devices?user_id=${u}`; }, data.userId);
   await page.getByRole('link', { name: data.deviceId }).click();
   await page.locator('table[data-table="forms"]').waitFor({ timeout: PAGE_DEADLINE_MS });
-  const forms = answer(seen, `/v1/admin/devices/${data.deviceId}/forms`).forms;
+  const forms = (await answer(seen, `/v1/admin/devices/${data.deviceId}/forms`)).forms;
   assert.deepEqual(
     await page.locator('table[data-table="forms"] tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.formId)).then((ids) => ids.sort()),
     forms.map((f) => f.form_id).sort(),
@@ -196,15 +201,15 @@ test('device: a 24-hour lane per form with the decisions and plans explain gives
   const to = Date.parse(await svgNode.getAttribute('data-to'));
   const now = Date.parse(await svgNode.getAttribute('data-now'));
   assert.equal(to - from, 24 * 3600 * 1000);
-  assert.equal(now, Date.parse(answer(seen, '/healthz').now), 'the timeline uses the server clock');
+  assert.equal(now, Date.parse((await answer(seen, '/healthz')).now), 'the timeline uses the server clock');
 
-  const forms = answer(seen, '/v1/device/forms').forms;
+  const forms = (await answer(seen, '/v1/device/forms')).forms;
   assert.equal(forms.length, 2);
   let skippedSeen = 0;
   let deferredSeen = 0;
   let plannedSeen = 0;
   for (const form of forms) {
-    const why = answer(seen, `/v1/forms/${form.form_id}/explain`);
+    const why = await answer(seen, `/v1/forms/${form.form_id}/explain`);
     const lane = page.locator(`#device-timeline .lane[data-lane="${form.form_id}"]`);
     assert.equal(await lane.getAttribute('data-label'), form.form_name);
     const inside = (d) => { const at = Date.parse(d.at); return at >= from && at <= to; };
@@ -264,7 +269,7 @@ test('device: a 24-hour lane per form with the decisions and plans explain gives
 
 /** The newest cached `time_stamp` in the sync answer the page received. */
 async function latestCachedStamp(seen) {
-  const sync = answer(seen, '/v1/device/sync');
+  const sync = await answer(seen, '/v1/device/sync');
   const stamps = [];
   const visit = (v) => {
     if (!v || typeof v !== 'object') return;
@@ -282,8 +287,8 @@ test('developer: statistics as charts and a user\'s fetch history', async () => 
   const opened = await openConsole(data.developerKey, hash);
   const { page, seen } = opened;
   await page.locator('table[data-table="attempts"]').waitFor({ timeout: PAGE_DEADLINE_MS });
-  const log = answer(seen, `/v1/apps/${data.appid}/periodic-fetch/log`);
-  const why = answer(seen, `/v1/apps/${data.appid}/periodic-fetch/explain`);
+  const log = await answer(seen, `/v1/apps/${data.appid}/periodic-fetch/log`);
+  const why = await answer(seen, `/v1/apps/${data.appid}/periodic-fetch/explain`);
   assert.ok(log.attempts.length >= 1, 'fetch-now left an attempt');
   assert.equal(await page.locator('table[data-table="attempts"] tbody tr').count(), log.attempts.length);
   assert.equal(await page.locator('table[data-table="attempts"] tbody tr').first().locator('td[data-col="outcome"]').textContent(), log.attempts[0].outcome);
@@ -293,13 +298,13 @@ test('developer: statistics as charts and a user\'s fetch history', async () => 
 
   if (await statsRouted(seen, '/v1/apps/{appid}/stats')) {
     await page.locator('#chart-fetches svg').waitFor({ timeout: PAGE_DEADLINE_MS });
-    const stats = answer(seen, `/v1/apps/${data.appid}/stats`);
+    const stats = await answer(seen, `/v1/apps/${data.appid}/stats`);
     assert.equal(await page.locator('[data-card="fetches"] .value').textContent(), String(stats.totals.fetches));
     const bars = await page.locator('#chart-fetches .bar').evaluateAll((g) => g.map((n) => ({ hour: n.dataset.hour, total: Number(n.dataset.total) })));
     assert.deepEqual(bars, stats.hours.map((h) => ({ hour: h.hour, total: h.fetches })));
     assert.equal(await page.locator('[data-card="eligible"] .value').textContent(), String(stats.users.eligible));
-    const sum = stats.hours.reduce((n, h) => n + h.fetches, 0);
-    assert.equal(sum, stats.totals.fetches, 'the hours add up to the total');
+    assert.equal(stats.hours.length, 24);
+    assert.equal(await page.locator('table[data-table="hours"] tbody tr').count(), stats.hours.length);
   } else {
     assert.match(await page.locator('#no-stats').textContent(), /No statistics/);
   }
@@ -310,7 +315,7 @@ test('provider: delivery health and definitions with their placed counts', async
   const opened = await openConsole(data.providerKey, `#/provider/${data.provider}`);
   const { page, seen } = opened;
   await page.locator('table[data-table="definitions"]').waitFor({ timeout: PAGE_DEADLINE_MS });
-  const defs = answer(seen, `/v1/providers/${data.provider}/form-definitions`).definitions;
+  const defs = (await answer(seen, `/v1/providers/${data.provider}/form-definitions`)).definitions;
   assert.deepEqual(defs.map((d) => d.form_name).sort(), ['agenda', 'weather']);
   for (const d of defs) {
     assert.equal(await page.locator(`tr[data-form="${d.form_name}"] td[data-col="placed"]`).textContent(), String(d.placed));
@@ -318,7 +323,7 @@ test('provider: delivery health and definitions with their placed counts', async
   }
   if (await statsRouted(seen, '/v1/providers/{provider}/stats')) {
     await page.locator('#chart-deliveries svg').waitFor({ timeout: PAGE_DEADLINE_MS });
-    const stats = answer(seen, `/v1/providers/${data.provider}/stats`);
+    const stats = await answer(seen, `/v1/providers/${data.provider}/stats`);
     assert.equal(await page.locator('[data-card="deliveries"] .value').textContent(), String(stats.totals.deliveries));
     assert.equal(await page.locator('[data-card="done"] .value').textContent(), String(stats.totals.outcomes.done ?? 0));
     const bars = await page.locator('#chart-deliveries .bar').evaluateAll((g) => g.map((n) => Number(n.dataset.total)));
