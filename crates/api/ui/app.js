@@ -32,13 +32,24 @@ const OUTCOME_STYLE = {
   not_modified: { color: '#4f8f5f', pattern: 'dots' },
   retry: { color: '#b35c00', pattern: 'diagonal' },
   failed: { color: '#a4262c', pattern: 'cross' },
+  http_status: { color: '#a4262c', pattern: 'cross' },
+  timeout: { color: '#b35c00', pattern: 'diagonal' },
+  connect: { color: '#6b4c9a', pattern: 'horizontal' },
+  invalid_response: { color: '#8c6d1f', pattern: 'vertical' },
 };
+// Successes first, then failures by name, so stacks read the same way in every hour.
+const OUTCOME_ORDER = ['ok', 'done', 'not_modified', 'retry', 'failed'];
+function outcomeSort(a, b) {
+  const ia = OUTCOME_ORDER.indexOf(a), ib = OUTCOME_ORDER.indexOf(b);
+  if (ia !== ib) return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib);
+  return a < b ? -1 : a > b ? 1 : 0;
+}
 const OUTCOME_FALLBACK = [
-  { color: '#6b4c9a', pattern: 'horizontal' },
-  { color: '#8c6d1f', pattern: 'vertical' },
-  { color: '#3b6e8f', pattern: 'diagonal' },
-  { color: '#7a2f5a', pattern: 'dots' },
-  { color: '#555555', pattern: 'cross' },
+  { color: '#3b6e8f', pattern: 'dots' },
+  { color: '#7a2f5a', pattern: 'horizontal' },
+  { color: '#5d6d1e', pattern: 'vertical' },
+  { color: '#555555', pattern: 'diagonal' },
+  { color: '#8c2d04', pattern: 'cross' },
 ];
 
 const state = {
@@ -720,7 +731,7 @@ async function appStats(box, appid) {
     ['Users eligible', fmtNum(users.eligible), 'eligible'],
     ['Users due', fmtNum(users.due), 'due'],
   ]));
-  const outcomeNames = [...new Set([...Object.keys(totals.outcomes || {}), ...hours.flatMap((h) => Object.keys(h.outcomes || {}))])].sort();
+  const outcomeNames = [...new Set([...Object.keys(totals.outcomes || {}), ...hours.flatMap((h) => Object.keys(h.outcomes || {}))])].sort(outcomeSort);
   if (!hours.length) {
     box.append(el('p', { class: 'empty' }, 'No hourly statistics.'));
     return;
