@@ -340,3 +340,23 @@ test('provider: delivery health and definitions with their placed counts', async
   }
   await finish('provider', opened);
 });
+
+test('the key stays for the tab only and "Forget key" drops it', async () => {
+  const opened = await openConsole(data.providerKey, `#/provider/${data.provider}`);
+  const { page } = opened;
+  await page.locator('table[data-table="definitions"]').waitFor({ timeout: PAGE_DEADLINE_MS });
+  // A reload keeps the view without typing the key again.
+  await page.reload();
+  await page.locator('table[data-table="definitions"]').waitFor({ timeout: PAGE_DEADLINE_MS });
+  assert.equal(await page.locator('#key-input').inputValue(), '', 'the key is never shown back');
+  await page.getByRole('button', { name: 'Forget key' }).click();
+  await page.getByRole('heading', { name: 'Welcome' }).waitFor({ timeout: PAGE_DEADLINE_MS });
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('refreshd.console.key')), null);
+  // Another tab (context) never had it.
+  const other = await browser.newContext();
+  const otherPage = await other.newPage();
+  await otherPage.goto(`${service.base}/ui/`);
+  await otherPage.getByRole('heading', { name: 'Welcome' }).waitFor({ timeout: PAGE_DEADLINE_MS });
+  await other.close();
+  await opened.context.close();
+});
