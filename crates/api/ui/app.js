@@ -231,7 +231,7 @@ function niceMax(v) {
   if (!(v > 0)) return 1;
   const raw = v / 4;
   const magnitude = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((m) => m >= raw);
+  const step = [1, 2, 5, 10].map((m) => m * magnitude).find((m) => m >= raw);
   return step * 4;
 }
 
@@ -852,6 +852,7 @@ async function providerStats(box, provider) {
     ['Done', fmtNum(done), 'done'],
     ['Retried', fmtNum(outcomes.retry || 0), 'retry'],
     ['Failed', fmtNum(outcomes.failed || 0), 'failed'],
+    ...(totals.success_rate !== undefined ? [['Success rate', fmtPct(totals.success_rate), 'success_rate']] : []),
     ['Latency p50', totals.latency_ms && totals.latency_ms.p50 !== null && totals.latency_ms.p50 !== undefined ? `${fmtNum(totals.latency_ms.p50)} ms` : '—', 'p50'],
     ['Latency p99', totals.latency_ms && totals.latency_ms.p99 !== null && totals.latency_ms.p99 !== undefined ? `${fmtNum(totals.latency_ms.p99)} ms` : '—', 'p99'],
   ]));

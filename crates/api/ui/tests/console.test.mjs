@@ -301,7 +301,7 @@ test('developer: statistics as charts and a user\'s fetch history', async () => 
   assert.equal(await page.locator('#user-timeline svg[role="img"] title').first().count(), 1);
 
   if (await statsRouted(seen, '/v1/apps/{appid}/stats')) {
-    await page.locator('#chart-fetches svg').waitFor({ timeout: PAGE_DEADLINE_MS });
+    await page.locator('svg[data-chart="chart-fetches"]').waitFor({ timeout: PAGE_DEADLINE_MS });
     const stats = await answer(seen, `/v1/apps/${data.appid}/stats`);
     assert.equal(await page.locator('[data-card="fetches"] .value').textContent(), String(stats.totals.fetches));
     const bars = await page.locator('#chart-fetches .bar').evaluateAll((g) => g.map((n) => ({ hour: n.dataset.hour, total: Number(n.dataset.total) })));
@@ -326,7 +326,7 @@ test('provider: delivery health and definitions with their placed counts', async
     assert.equal(await page.locator(`#chart-placed g[data-name="${d.form_name}"]`).getAttribute('data-value'), String(d.placed));
   }
   if (await statsRouted(seen, '/v1/providers/{provider}/stats')) {
-    await page.locator('#chart-deliveries svg').waitFor({ timeout: PAGE_DEADLINE_MS });
+    await page.locator('svg[data-chart="chart-deliveries"]').waitFor({ timeout: PAGE_DEADLINE_MS });
     const stats = await answer(seen, `/v1/providers/${data.provider}/stats`);
     assert.equal(await page.locator('[data-card="deliveries"] .value').textContent(), String(stats.totals.deliveries));
     assert.equal(await page.locator('[data-card="done"] .value').textContent(), String(stats.totals.outcomes.done ?? 0));
