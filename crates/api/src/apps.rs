@@ -4,6 +4,7 @@
 
 use crate::error::ApiResult;
 use crate::extract::{Body, Path, Query};
+use crate::openapi::{DateTime, Id};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,30 +13,60 @@ use refreshd_engine::commands::{GrayInput, PeriodicInput, PeriodicView, SourceIn
 use refreshd_engine::wire::rfc3339;
 use refreshd_engine::Caller;
 use refreshd_rules::periodic::Source;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize, schemars::JsonSchema)]
+/// Pattern of a cloud environment id or function name (P2): 1 to 128 of `A–Z a–z 0–9
+/// _ . -`, not starting with `.` or `-`, without `..`.
+const CLOUD_NAME_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.?$";
+
+#[derive(Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloudBody {
+    /// An environment the platform configures.
+    #[schemars(regex(pattern = CLOUD_NAME_PATTERN), length(min = 1, max = 128))]
     env: String,
+    /// The function, one path segment after the environment's base URL.
+    #[schemars(regex(pattern = CLOUD_NAME_PATTERN), length(min = 1, max = 128))]
     function: String,
 }
 
-#[derive(Deserialize, schemars::JsonSchema)]
+/// Where the data comes from (P2): a URL, or a cloud function.
+#[derive(Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SourceBody {
-    Url(String),
+    Url(#[schemars(extend("format" = "uri"), length(max = 2048))] String),
     Cloud(CloudBody),
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrayBody {
+    #[schemars(extend("format" = "uri"), length(max = 2048))]
     url: String,
+    /// Share of users fetched from the gray URL (P3); 100 promotes it to the source.
+    #[serde(deserialize_with = "crate::extract::integer")]
+    #[schemars(range(min = 0, max = 100))]
     percent: i64,
+    /// Users always fetched from the gray URL.
     #[serde(default)]
     testers: Vec<String>,
+}
+
+/// A gray release as stored (P3).
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct GrayView {
+    url: String,
+    #[schemars(range(max = 100))]
+    percent: u8,
+    testers: Vec<String>,
+}
+
+/// The app's periodic-fetch setting; `source` is `null` when it was never set.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SettingView {
+    enabled: bool,
+    source: Option<SourceBody>,
+    gray: Option<GrayView>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -43,26 +74,33 @@ pub struct GrayBody {
 pub struct PeriodicBody {
     enabled: bool,
     source: SourceBody,
+    /// A gray release (P3), or `null` for none.
     #[serde(default)]
     gray: Option<GrayBody>,
 }
 
-fn setting_json(view: &PeriodicView) -> Value {
+fn setting_view(view: &PeriodicView) -> SettingView {
     match &view.setting {
-        None => json!({"enabled": false, "source": null, "gray": null}),
-        Some(setting) => {
-            let source = match &setting.source {
-                Source::Url(url) => json!({"url": url}),
-                Source::Cloud { env, function } => {
-                    json!({"cloud": {"env": env, "function": function}})
-                }
-            };
-            let gray = setting
-                .gray
-                .as_ref()
-                .map(|g| json!({"url": g.url, "percent": g.percent, "testers": g.testers}));
-            json!({"enabled": setting.enabled, "source": source, "gray": gray})
-        }
+        None => SettingView {
+            enabled: false,
+            source: None,
+            gray: None,
+        },
+        Some(setting) => SettingView {
+            enabled: setting.enabled,
+            source: Some(match &setting.source {
+                Source::Url(url) => SourceBody::Url(url.clone()),
+                Source::Cloud { env, function } => SourceBody::Cloud(CloudBody {
+                    env: env.clone(),
+                    function: function.clone(),
+                }),
+            }),
+            gray: setting.gray.as_ref().map(|g| GrayView {
+                url: g.url.clone(),
+                percent: g.percent,
+                testers: g.testers.clone(),
+            }),
+        },
     }
 }
 
@@ -72,7 +110,7 @@ pub async fn put_periodic(
     Extension(caller): Extension<Caller>,
     Path(appid): Path<String>,
     Body(body): Body<PeriodicBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SettingView>> {
     let input = PeriodicInput {
         enabled: body.enabled,
         source: match body.source {
@@ -93,14 +131,39 @@ pub async fn put_periodic(
         .apps()
         .put_periodic(&caller, &appid, input)
         .await?;
-    Ok(Json(setting_json(&view)))
+    Ok(Json(setting_view(&view)))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
-    user_id: String,
+    user_id: Id,
 }
+
+/// How a fetch ended (P13, P14).
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct FetchNowView {
+    #[schemars(extend("enum" = OUTCOMES))]
+    outcome: &'static str,
+    /// The developer server's status, when it answered.
+    http_status: Option<u16>,
+    /// When the data was fetched (ms since the epoch), when it was.
+    time_stamp: Option<i64>,
+}
+
+/// Every fetch outcome (P13, P14).
+const OUTCOMES: &[&str] = &[
+    "ok",
+    "not_modified",
+    "invalid_response",
+    "redirect",
+    "http_status",
+    "too_large",
+    "not_utf8",
+    "timeout",
+    "connect",
+    "blocked_address",
+];
 
 /// P11: fetch now and answer with the outcome.
 pub async fn fetch_now(
@@ -108,23 +171,46 @@ pub async fn fetch_now(
     Extension(caller): Extension<Caller>,
     Path(appid): Path<String>,
     Body(body): Body<UserBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FetchNowView>> {
     let report = state
         .engine
         .apps()
-        .fetch_now(&caller, &appid, &body.user_id)
+        .fetch_now(&caller, &appid, &body.user_id.0)
         .await?;
-    Ok(Json(json!({
-        "outcome": report.outcome.as_str(),
-        "http_status": report.http_status,
-        "time_stamp": report.time_stamp,
-    })))
+    Ok(Json(FetchNowView {
+        outcome: report.outcome.as_str(),
+        http_status: report.http_status,
+        time_stamp: report.time_stamp,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
-    user_id: String,
+    /// The user, as the operator named it when creating a device.
+    user_id: Id,
+}
+
+/// One fetch attempt; never the token or the full URL.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct AttemptView {
+    /// RFC 3339; `null` only for an instant outside the years 0001-9999.
+    #[schemars(with = "Option<DateTime>")]
+    at: Option<String>,
+    /// Whether the gray URL was fetched.
+    gray: bool,
+    #[schemars(extend("enum" = OUTCOMES))]
+    outcome: String,
+    http_status: Option<i64>,
+    bytes: i64,
+    duration_ms: i64,
+}
+
+/// The last 100 attempts, newest first.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct FetchLogView {
+    #[schemars(length(max = 100))]
+    attempts: Vec<AttemptView>,
 }
 
 /// The last 100 attempts, newest first; never the token or the full URL.
@@ -133,17 +219,73 @@ pub async fn fetch_log(
     Extension(caller): Extension<Caller>,
     Path(appid): Path<String>,
     Query(query): Query<UserQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FetchLogView>> {
     let attempts = state
         .engine
         .apps()
-        .fetch_log(&caller, &appid, &query.user_id)
+        .fetch_log(&caller, &appid, &query.user_id.0)
         .await?;
-    let attempts: Vec<Value> = attempts
-        .iter()
-        .map(|e| json!({"at": rfc3339(e.at), "gray": e.gray, "outcome": e.outcome, "http_status": e.http_status, "bytes": e.bytes, "duration_ms": e.duration_ms}))
+    let attempts = attempts
+        .into_iter()
+        .map(|e| AttemptView {
+            at: rfc3339(e.at),
+            gray: e.gray,
+            outcome: e.outcome,
+            http_status: e.http_status,
+            bytes: e.bytes,
+            duration_ms: e.duration_ms,
+        })
         .collect();
-    Ok(Json(json!({"attempts": attempts})))
+    Ok(Json(FetchLogView { attempts }))
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ActivityView {
+    /// When the user last launched the app (P6).
+    #[schemars(with = "Option<DateTime>")]
+    last_launch: Option<String>,
+    /// Until when the user counts as active (P7).
+    #[schemars(with = "Option<DateTime>")]
+    active_until: Option<String>,
+}
+
+/// Where the user stands in the gray release (P3).
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct GrayStatusView {
+    #[schemars(range(max = 100))]
+    percent: u8,
+    tester: bool,
+    bucket: u64,
+}
+
+/// The last fetch's outcome, with what a developer can do about it.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct OutcomeView {
+    /// RFC 3339; `null` only for an instant outside the years 0001-9999.
+    #[schemars(with = "Option<DateTime>")]
+    at: Option<String>,
+    #[schemars(extend("enum" = OUTCOMES))]
+    outcome: String,
+    http_status: Option<i64>,
+    hint: Option<&'static str>,
+}
+
+/// Why a user's data was or was not fetched, and when it will be.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct FetchExplanationView {
+    enabled: bool,
+    activity: ActivityView,
+    token_set: bool,
+    eligible: bool,
+    /// Why the user is not eligible now (P7); `null` when eligible.
+    ineligible_reason: Option<&'static str>,
+    gray: Option<GrayStatusView>,
+    last_outcome: Option<OutcomeView>,
+    consecutive_failures: u32,
+    #[schemars(with = "Option<DateTime>")]
+    next_due: Option<String>,
+    /// The explanation in words.
+    why: String,
 }
 
 /// Why a user's data was or was not fetched, and when it will be.
@@ -152,27 +294,36 @@ pub async fn explain_fetch(
     Extension(caller): Extension<Caller>,
     Path(appid): Path<String>,
     Query(query): Query<UserQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FetchExplanationView>> {
     let why = state
         .engine
         .apps()
-        .explain_fetch(&caller, &appid, &query.user_id)
+        .explain_fetch(&caller, &appid, &query.user_id.0)
         .await?;
-    Ok(Json(json!({
-        "enabled": why.enabled,
-        "activity": {
-            "last_launch": why.last_launch.map(rfc3339),
-            "active_until": why.active_until.map(rfc3339),
+    Ok(Json(FetchExplanationView {
+        enabled: why.enabled,
+        activity: ActivityView {
+            last_launch: why.last_launch.and_then(rfc3339),
+            active_until: why.active_until.and_then(rfc3339),
         },
-        "token_set": why.token_set,
-        "eligible": why.ineligible_reason.is_none(),
-        "ineligible_reason": why.ineligible_reason,
-        "gray": why.gray.map(|g| json!({"percent": g.percent, "tester": g.tester, "bucket": g.bucket})),
-        "last_outcome": why.last_outcome.map(|e| json!({"at": rfc3339(e.at), "outcome": e.outcome, "http_status": e.http_status, "hint": e.hint})),
-        "consecutive_failures": why.consecutive_failures,
-        "next_due": why.next_due.map(rfc3339),
-        "why": why.why,
-    })))
+        token_set: why.token_set,
+        eligible: why.ineligible_reason.is_none(),
+        ineligible_reason: why.ineligible_reason,
+        gray: why.gray.map(|g| GrayStatusView {
+            percent: g.percent,
+            tester: g.tester,
+            bucket: g.bucket,
+        }),
+        last_outcome: why.last_outcome.map(|e| OutcomeView {
+            at: rfc3339(e.at),
+            outcome: e.outcome,
+            http_status: e.http_status,
+            hint: e.hint,
+        }),
+        consecutive_failures: why.consecutive_failures,
+        next_due: why.next_due.and_then(rfc3339),
+        why: why.why,
+    }))
 }
 
 /// P6: the user launched the app.
@@ -188,6 +339,8 @@ pub async fn launch(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
+    /// 1 to 1,024 characters.
+    #[schemars(length(min = 1, max = 1024))]
     token: String,
 }
 
@@ -206,11 +359,27 @@ pub async fn set_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FetchTypeQuery {
+    /// Only `periodic` is known (P15).
     #[serde(default)]
-    fetch_type: Option<String>,
+    fetch_type: Option<FetchType>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchType {
+    Periodic,
+}
+
+/// The user's cached data (P15).
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CachedView {
+    /// The developer server's body, as text.
+    fetched_data: String,
+    /// When it was fetched (ms since the epoch).
+    time_stamp: i64,
 }
 
 /// P15: the user's cached data; never waits for a fetch in progress.
@@ -219,13 +388,15 @@ pub async fn read_cached(
     Extension(caller): Extension<Caller>,
     Path(appid): Path<String>,
     Query(query): Query<FetchTypeQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CachedView>> {
+    let fetch_type = query.fetch_type.map(|FetchType::Periodic| "periodic");
     let cached = state
         .engine
         .apps()
-        .read_cached(&caller, &appid, query.fetch_type.as_deref())
+        .read_cached(&caller, &appid, fetch_type)
         .await?;
-    Ok(Json(
-        json!({"fetched_data": cached.fetched_data, "time_stamp": cached.time_stamp}),
-    ))
+    Ok(Json(CachedView {
+        fetched_data: cached.fetched_data,
+        time_stamp: cached.time_stamp,
+    }))
 }

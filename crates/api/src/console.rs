@@ -61,36 +61,6 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
-/// The console's entries in the OpenAPI document (no key needed).
-pub fn document(paths: &mut serde_json::Map<String, serde_json::Value>) {
-    let page = |summary: &str, media: &str| {
-        serde_json::json!({"get": {"summary": summary, "security": [], "responses": {
-            "200": {"description": "the asset", "content": {media: {}}},
-            "304": {"description": "unchanged since the ETag given in If-None-Match"}
-        }}})
-    };
-    paths.insert(
-        "/ui/".into(),
-        page("The web console (asks for a key)", "text/html"),
-    );
-    paths.insert(
-        "/ui/app.js".into(),
-        page("The console's script", "text/javascript"),
-    );
-    paths.insert(
-        "/ui/app.css".into(),
-        page("The console's style sheet", "text/css"),
-    );
-    paths.insert(
-        "/ui/icon.svg".into(),
-        page("The console's icon", "image/svg+xml"),
-    );
-    paths.insert(
-        "/ui".into(),
-        serde_json::json!({"get": {"summary": "Redirects to /ui/", "security": [], "responses": {"308": {"description": "to /ui/"}}}}),
-    );
-}
-
 async fn redirect() -> Response {
     let mut response = StatusCode::PERMANENT_REDIRECT.into_response();
     response

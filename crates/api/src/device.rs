@@ -10,14 +10,17 @@ use axum::{Extension, Json};
 use refreshd_engine::wire::rfc3339;
 use refreshd_engine::Caller;
 use refreshd_rules::Instant;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkBody {
     online: bool,
+    /// When the device went offline (RFC 3339); now unless given. Not in the future,
+    /// nor before the previous report.
     #[serde(default)]
+    #[schemars(with = "Option<crate::openapi::DateTime>")]
     since: Option<String>,
 }
 
@@ -47,7 +50,7 @@ pub async fn report_network(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneBody {
-    zone: String,
+    zone: crate::openapi::Zone,
 }
 
 /// F23a.
@@ -56,15 +59,60 @@ pub async fn set_zone(
     Extension(caller): Extension<Caller>,
     Body(body): Body<ZoneBody>,
 ) -> ApiResult<StatusCode> {
-    state.engine.device().set_zone(&caller, &body.zone).await?;
+    state
+        .engine
+        .device()
+        .set_zone(&caller, &body.zone.0)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncQuery {
+    /// The `cursor` of the previous answer; without it the answer is the whole state.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[0-9]{1,18}\.[0-9]{1,18}$"))]
     cursor: Option<String>,
+}
+
+/// A user's cached periodic data for one app.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SyncedAppView {
+    appid: String,
+    /// The developer's whole answer, as `GET /v1/apps/{appid}/background-fetch` reads it.
+    fetched_data: String,
+    /// Epoch milliseconds of the fetch.
+    time_stamp: i64,
+}
+
+/// A placed form and the data its host may show.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SyncedFormView {
+    form_id: String,
+    provider: String,
+    form_name: String,
+    /// The provider's JSON; `null` before the form has data its host may see (data for
+    /// a hidden form waits until it is shown).
+    data: Value,
+    /// RFC 3339, or `null` without data.
+    #[schemars(with = "Option<crate::openapi::DateTime>")]
+    updated_at: Option<String>,
+    trigger: Option<String>,
+}
+
+/// Everything that changed for the device and its user after the cursor.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SyncView {
+    /// Opaque; pass it as `cursor` next time.
+    cursor: String,
+    /// True when this is the whole current state (no cursor, or one older than the
+    /// seven days events are kept): drop forms and apps not listed.
+    reset: bool,
+    apps: Vec<SyncedAppView>,
+    forms: Vec<SyncedFormView>,
+    /// Forms removed after the cursor (always empty when `reset`).
+    removed_forms: Vec<String>,
 }
 
 /// Everything that changed for this device and its user after `cursor` (all of it
@@ -73,41 +121,40 @@ pub async fn sync(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(query): Query<SyncQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SyncView>> {
     let view = state
         .engine
         .events()
         .sync(&caller, query.cursor.as_deref())
         .await?;
-    let apps: Vec<Value> = view
-        .apps
-        .iter()
-        .map(|a| json!({"appid": a.appid, "fetched_data": a.fetched_data, "time_stamp": a.time_stamp}))
-        .collect();
-    let forms: Vec<Value> = view
-        .forms
-        .iter()
-        .map(|f| {
-            let data = f
-                .data
-                .as_deref()
-                .and_then(|text| serde_json::from_str::<Value>(text).ok())
-                .unwrap_or(Value::Null);
-            json!({
-                "form_id": f.form_id,
-                "provider": f.provider,
-                "form_name": f.form_name,
-                "data": data,
-                "updated_at": f.updated_at.and_then(rfc3339),
-                "trigger": f.trigger,
+    Ok(Json(SyncView {
+        cursor: view.cursor,
+        reset: view.reset,
+        apps: view
+            .apps
+            .into_iter()
+            .map(|a| SyncedAppView {
+                appid: a.appid,
+                fetched_data: a.fetched_data,
+                time_stamp: a.time_stamp,
             })
-        })
-        .collect();
-    Ok(Json(json!({
-        "cursor": view.cursor,
-        "reset": view.reset,
-        "apps": apps,
-        "forms": forms,
-        "removed_forms": view.removed_forms,
-    })))
+            .collect(),
+        forms: view
+            .forms
+            .into_iter()
+            .map(|f| SyncedFormView {
+                data: f
+                    .data
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str(text).ok())
+                    .unwrap_or(Value::Null),
+                form_id: f.form_id,
+                provider: f.provider,
+                form_name: f.form_name,
+                updated_at: f.updated_at.and_then(rfc3339),
+                trigger: f.trigger,
+            })
+            .collect(),
+        removed_forms: view.removed_forms,
+    }))
 }

@@ -5,7 +5,51 @@ use axum::response::{IntoResponse, Response};
 use refreshd_engine::{EngineError, StoreError};
 use refreshd_rules::form_config::{ConfigIssue, Severity};
 use refreshd_rules::RuleError;
+use serde::Serialize;
 use serde_json::json;
+
+/// The body of every error answer (api.md): `{"error": {"code", "message", "details"}}`.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody<'a> {
+    pub error: ErrorFields<'a>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ErrorFields<'a> {
+    /// Stable and machine-readable; each operation lists the codes it may answer.
+    pub code: &'a str,
+    /// For humans.
+    pub message: &'a str,
+    /// Every problem found, each at its JSON path, when there are several.
+    #[schemars(with = "Vec<Detail>")]
+    pub details: &'a [serde_json::Value],
+}
+
+/// One problem of a request, or one warning of an accepted form configuration.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "ErrorDetail")]
+pub struct Detail {
+    /// Where: a JSON path (`$.source.url`), `query.NAME` or `path`.
+    pub path: String,
+    pub code: String,
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+    /// The rule a form-config issue comes from (F1 … F16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// A form-config issue's severity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<IssueSeverity>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueSeverity {
+    Error,
+    Warning,
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -53,15 +97,23 @@ impl ApiError {
 }
 
 /// A config issue as an error detail or a warning (api.md item shape).
+pub fn issue_detail(issue: &ConfigIssue) -> Detail {
+    Detail {
+        path: issue.path.clone(),
+        code: issue.code.to_string(),
+        message: issue.message.clone(),
+        hint: issue.hint.clone(),
+        rule: Some(issue.rule.to_string()),
+        severity: Some(match issue.severity {
+            Severity::Error => IssueSeverity::Error,
+            Severity::Warning => IssueSeverity::Warning,
+        }),
+    }
+}
+
+/// A config issue as an error detail.
 pub fn issue_json(issue: &ConfigIssue) -> serde_json::Value {
-    json!({
-        "path": issue.path,
-        "code": issue.code,
-        "message": issue.message,
-        "hint": issue.hint,
-        "rule": issue.rule,
-        "severity": match issue.severity { Severity::Error => "error", Severity::Warning => "warning" },
-    })
+    serde_json::to_value(issue_detail(issue)).unwrap_or_default()
 }
 
 impl From<EngineError> for ApiError {
@@ -164,8 +216,13 @@ fn rule_error(rule: RuleError) -> ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let body = ErrorBody {
+            error: ErrorFields {
+                code: self.code,
+                message: &self.message,
+                details: &self.details,
+            },
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after_seconds {
             if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {

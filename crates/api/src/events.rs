@@ -24,6 +24,86 @@ use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// What the stream carries, for the OpenAPI document.
+pub const STREAM_DESCRIPTION: &str = "Server-Sent Events for the calling device. `event: form_data` carries \
+`{\"form_id\", \"data\", \"updated_at\", \"trigger\"}`; `event: form_removed` carries the removed form; \
+`event: fetched_data` carries `{\"appid\", \"fetched_data\", \"time_stamp\"}` after a fetch changed the user's \
+cached data (sent to every device of the user; only the latest per app is kept). Every event has an `id`: \
+reconnecting with a `Last-Event-ID` the device still has replays what came after it (kept seven days); without \
+one, or with one that is malformed or unknown, the stream starts with the latest event of each form and app, never \
+the whole history. Comment lines are keep-alives. The stream ends when the key is rotated, the device deleted or \
+the service shuts down; reconnect with backoff.";
+
+/// The kinds of event a device's stream carries, with the schema of each one's `data`
+/// (a JSON text). The document describes each event of the stream from this list.
+fn event_kinds() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let date_time = json!({"type": ["string", "null"], "format": "date-time"});
+    vec![
+        (
+            "form_data",
+            json!({
+                "type": "object",
+                "required": ["form_id", "data", "updated_at", "trigger"],
+                "properties": {
+                    "form_id": {"type": "string"},
+                    "data": {"description": "the provider's JSON"},
+                    "updated_at": date_time,
+                    "trigger": {"type": "string"},
+                }
+            }),
+        ),
+        (
+            "form_removed",
+            json!({
+                "type": "object",
+                "required": ["form_id"],
+                "properties": {"form_id": {"type": "string"}}
+            }),
+        ),
+        (
+            "fetched_data",
+            json!({
+                "type": "object",
+                "required": ["appid", "fetched_data", "time_stamp"],
+                "properties": {
+                    "appid": {"type": "string"},
+                    "fetched_data": {"type": "string", "maxLength": 262_144},
+                    "time_stamp": {"type": "integer", "description": "epoch milliseconds"},
+                }
+            }),
+        ),
+    ]
+}
+
+/// The schema of one event of the stream (`event`, `id`, and `data` holding JSON).
+pub fn event_schema() -> serde_json::Value {
+    use serde_json::json;
+    let kinds = event_kinds();
+    let names: Vec<&str> = kinds.iter().map(|(name, _)| *name).collect();
+    let variants: Vec<serde_json::Value> = kinds
+        .into_iter()
+        .map(|(name, data)| {
+            json!({
+                "properties": {
+                    "event": {"const": name},
+                    "data": {"contentMediaType": "application/json", "contentSchema": data},
+                }
+            })
+        })
+        .collect();
+    json!({
+        "type": "object",
+        "required": ["event", "id", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": names},
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "give it back as Last-Event-ID"},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+        },
+        "oneOf": variants,
+    })
+}
+
 /// Counts a connected client for as long as its stream lives.
 struct ClientGauge;
 

@@ -51,6 +51,11 @@ fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
 }
 
 /// Reads `bytes` as a `T`; every failure names its JSON path (`$.source.url`).
+///
+/// serde's derived structs also accept their fields as an array (`[true]` for
+/// `{"visible": true}`, `[]` for an object whose fields are all optional); the API's
+/// objects are objects only, so a body with an array is read a second time through
+/// [`strict::Strict`], which refuses an array where an object is expected.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let parsed = match serde_path_to_error::deserialize(&mut deserializer) {
@@ -60,6 +65,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .map(|()| value)
             .map_err(|e| ("$".to_string(), e)),
         Err(error) => Err((json_path("$", error.path()), error.into_inner())),
+    };
+    let parsed = match parsed {
+        Ok(value) if bytes.contains(&b'[') => match serde_json::from_slice::<Value>(bytes) {
+            Ok(tree) => serde_path_to_error::deserialize(strict::Strict(&tree))
+                .map_err(|error| (json_path("$", error.path()), error.into_inner())),
+            Err(error) => Err(("$".to_string(), error)),
+        }
+        .map(|_: T| value),
+        other => other,
     };
     parsed.map_err(|(path, inner)| {
         let position = format!(" at line {} column {}", inner.line(), inner.column());
@@ -169,6 +183,63 @@ fn data_problem(path: &str, message: &str) -> Value {
     json!({"path": path, "code": "invalid_value", "message": message, "hint": hint})
 }
 
+/// Reads an integer field. JSON does not tell `5` from `5.0`, and JSON Schema's
+/// `integer` (as in /v1/openapi.json) counts both as the integer 5, so a number with no
+/// fractional part is accepted; `5.5`, numbers beyond i64 and other types are not.
+pub fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    deserializer.deserialize_any(IntegerVisitor)
+}
+
+/// Like [`integer`], for a field that may be `null`.
+pub fn optional_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    struct OptionalVisitor;
+    impl<'de> serde::de::Visitor<'de> for OptionalVisitor {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            integer(d).map(Some)
+        }
+    }
+    deserializer.deserialize_option(OptionalVisitor)
+}
+
+struct IntegerVisitor;
+
+impl serde::de::Visitor<'_> for IntegerVisitor {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+        // 2^63 is the first f64 past i64::MAX.
+        if v.fract() == 0.0 && v >= -(2f64.powi(63)) && v < 2f64.powi(63) {
+            Ok(v as i64)
+        } else {
+            Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+        }
+    }
+}
+
 /// The body's bytes, with the router's limit (1 MiB) answered as 413 in the API's shape.
 pub struct RawBody(pub Bytes);
 
@@ -264,6 +335,187 @@ where
     }
 }
 
+/// A deserializer over a parsed JSON tree that gives a struct only an object (serde_json
+/// also gives it an array) and otherwise reads the tree as serde_json would.
+mod strict {
+    use serde::de::{self, DeserializeSeed, IntoDeserializer, Unexpected, Visitor};
+    use serde::forward_to_deserialize_any;
+    use serde_json::{Error, Value};
+
+    pub struct Strict<'a>(pub &'a Value);
+
+    fn unexpected(value: &Value) -> Unexpected<'_> {
+        match value {
+            Value::Null => Unexpected::Unit,
+            Value::Bool(b) => Unexpected::Bool(*b),
+            Value::Number(n) => match n.as_f64() {
+                Some(f) => Unexpected::Float(f),
+                None => Unexpected::Other("number"),
+            },
+            Value::String(s) => Unexpected::Str(s),
+            Value::Array(_) => Unexpected::Seq,
+            Value::Object(_) => Unexpected::Map,
+        }
+    }
+
+    impl<'de> de::Deserializer<'de> for Strict<'_> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::Null => visitor.visit_unit(),
+                Value::Bool(b) => visitor.visit_bool(*b),
+                Value::Number(n) => {
+                    if let Some(u) = n.as_u64() {
+                        visitor.visit_u64(u)
+                    } else if let Some(i) = n.as_i64() {
+                        visitor.visit_i64(i)
+                    } else {
+                        visitor.visit_f64(n.as_f64().unwrap_or(f64::NAN))
+                    }
+                }
+                Value::String(s) => visitor.visit_str(s),
+                Value::Array(items) => visitor.visit_seq(Seq(items.iter())),
+                Value::Object(map) => visitor.visit_map(Fields(map.iter(), None)),
+            }
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::Null => visitor.visit_none(),
+                _ => visitor.visit_some(self),
+            }
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            visitor.visit_newtype_struct(self)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::Object(map) => visitor.visit_map(Fields(map.iter(), None)),
+                other => Err(de::Error::invalid_type(unexpected(other), &visitor)),
+            }
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            match self.0 {
+                Value::String(variant) => visitor.visit_enum(variant.as_str().into_deserializer()),
+                Value::Object(map) if map.len() == 1 => {
+                    let (variant, value) = map.iter().next().expect("one entry");
+                    visitor.visit_enum(Variant(variant, value))
+                }
+                other => Err(de::Error::invalid_type(unexpected(other), &visitor)),
+            }
+        }
+
+        forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier ignored_any
+        }
+    }
+
+    struct Seq<'a>(std::slice::Iter<'a, Value>);
+
+    impl<'de> de::SeqAccess<'de> for Seq<'_> {
+        type Error = Error;
+
+        fn next_element_seed<T: DeserializeSeed<'de>>(
+            &mut self,
+            seed: T,
+        ) -> Result<Option<T::Value>, Error> {
+            self.0
+                .next()
+                .map(|item| seed.deserialize(Strict(item)))
+                .transpose()
+        }
+    }
+
+    struct Fields<'a>(serde_json::map::Iter<'a>, Option<&'a Value>);
+
+    impl<'de> de::MapAccess<'de> for Fields<'_> {
+        type Error = Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Error> {
+            match self.0.next() {
+                Some((key, value)) => {
+                    self.1 = Some(value);
+                    seed.deserialize(key.as_str().into_deserializer()).map(Some)
+                }
+                None => Ok(None),
+            }
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+            let value = self.1.take().unwrap_or(&Value::Null);
+            seed.deserialize(Strict(value))
+        }
+    }
+
+    struct Variant<'a>(&'a String, &'a Value);
+
+    impl<'de, 'a> de::EnumAccess<'de> for Variant<'a> {
+        type Error = Error;
+        type Variant = Strict<'a>;
+
+        fn variant_seed<V: DeserializeSeed<'de>>(
+            self,
+            seed: V,
+        ) -> Result<(V::Value, Strict<'a>), Error> {
+            let variant = seed.deserialize(self.0.as_str().into_deserializer())?;
+            Ok((variant, Strict(self.1)))
+        }
+    }
+
+    impl<'de> de::VariantAccess<'de> for Strict<'_> {
+        type Error = Error;
+
+        fn unit_variant(self) -> Result<(), Error> {
+            match self.0 {
+                Value::Null => Ok(()),
+                other => Err(de::Error::invalid_type(unexpected(other), &"unit variant")),
+            }
+        }
+
+        fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
+            seed.deserialize(self)
+        }
+
+        fn tuple_variant<V: Visitor<'de>>(
+            self,
+            _len: usize,
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            de::Deserializer::deserialize_seq(self, visitor)
+        }
+
+        fn struct_variant<V: Visitor<'de>>(
+            self,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            de::Deserializer::deserialize_struct(self, "", fields, visitor)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +542,58 @@ mod tests {
         let error = parse_json::<Outer>(body.as_bytes()).unwrap_err();
         assert_eq!(error.code, "invalid_request");
         error.details[0].clone()
+    }
+
+    #[derive(Deserialize, Debug)]
+    struct Numbers {
+        #[serde(deserialize_with = "integer")]
+        n: i64,
+        #[serde(default, deserialize_with = "optional_integer")]
+        m: Option<i64>,
+    }
+
+    #[test]
+    fn objects_are_objects_and_never_arrays() {
+        #[derive(Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Optional {
+            #[serde(default)]
+            n: Option<i64>,
+        }
+        assert!(parse_json::<Optional>(b"{}").is_ok());
+        let error = parse_json::<Optional>(b"[]").unwrap_err();
+        assert_eq!(error.details[0]["path"], "$");
+        assert_eq!(error.details[0]["code"], "wrong_type");
+        let d = detail(r#"{"enabled": true, "source": ["x"]}"#);
+        assert_eq!(
+            (d["path"].as_str(), d["code"].as_str()),
+            (Some("$.source"), Some("wrong_type"))
+        );
+        let d = detail(r#"[true, {"url": "x"}]"#);
+        assert_eq!(d["code"], "wrong_type");
+        let read =
+            parse_json::<Outer>(br#"{"enabled": true, "source": {"url": "[x]"}, "list": [1, 2]}"#)
+                .unwrap();
+        assert_eq!(read.list, vec![1, 2]);
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let read = |body: &str| parse_json::<Numbers>(body.as_bytes()).map(|v| (v.n, v.m));
+        assert_eq!(read(r#"{"n": 5}"#).unwrap(), (5, None));
+        assert_eq!(read(r#"{"n": 5.0, "m": -3.0}"#).unwrap(), (5, Some(-3)));
+        assert_eq!(read(r#"{"n": 1e3, "m": null}"#).unwrap(), (1000, None));
+        for bad in [
+            r#"{"n": 5.5}"#,
+            r#"{"n": "5"}"#,
+            r#"{"n": 1e19}"#,
+            r#"{"n": 18446744073709551615}"#,
+            r#"{"n": 1, "m": 0.5}"#,
+        ] {
+            let error = read(bad).unwrap_err();
+            assert_eq!(error.code, "invalid_request", "{bad}");
+        }
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
 pub async fn json_error_shape(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        metrics::counter!("refreshd_rate_limited_requests_total").increment(1);
+    }
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }

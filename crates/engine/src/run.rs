@@ -10,8 +10,8 @@ use refreshd_rules::periodic::{
 };
 use refreshd_rules::Instant;
 use refreshd_store::{
-    DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit, ProviderRecord,
-    SigningSecrets, SubjectKey,
+    AttemptTiming, DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit,
+    ProviderRecord, SigningSecrets, SubjectKey,
 };
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
@@ -166,6 +166,8 @@ impl Engine {
                 tokio::spawn(async move {
                     let appid = fetch.appid.clone();
                     if let Err(error) = engine.execute_fetch(fetch).await {
+                        metrics::counter!("refreshd_engine_errors_total", "step" => "record_fetch")
+                            .increment(1);
                         tracing::warn!(%appid, %error, "a periodic fetch could not be recorded");
                     }
                 });
@@ -208,6 +210,7 @@ impl Engine {
         {
             Ok(claimed) => claimed,
             Err(error) => {
+                metrics::counter!("refreshd_engine_errors_total", "step" => "claim").increment(1);
                 tracing::warn!(%error, "claiming due subjects failed; retrying");
                 Vec::new()
             }
@@ -233,6 +236,7 @@ impl Engine {
                 }
             };
             if let Err(error) = result {
+                metrics::counter!("refreshd_engine_errors_total", "step" => "wake").increment(1);
                 tracing::warn!(?subject, %error, "waking a subject failed");
             }
         }
@@ -492,6 +496,8 @@ impl Engine {
             let now = self.now();
             if now >= next_prune {
                 if let Err(error) = self.store.prune(now.as_millis() - RETENTION_MS).await {
+                    metrics::counter!("refreshd_engine_errors_total", "step" => "prune")
+                        .increment(1);
                     tracing::warn!(%error, "pruning old records failed");
                 }
                 next_prune = now.plus_millis(3_600_000);
@@ -501,7 +507,11 @@ impl Engine {
                 // batch was deferred, which would only claim it again).
                 Ok(step) if step.batch_full && step.started > 0 => continue,
                 Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "reading due deliveries failed"),
+                Err(error) => {
+                    metrics::counter!("refreshd_engine_errors_total", "step" => "read_deliveries")
+                        .increment(1);
+                    tracing::warn!(%error, "reading due deliveries failed")
+                }
             }
             let full = dispatcher.is_full();
             tokio::select! {
@@ -598,7 +608,13 @@ impl Engine {
     /// `_sending` is held until the outcome is recorded (see [`SendingMark`]).
     async fn deliver(&self, delivery: DeliveryRecord, _sending: SendingMark) {
         let attempts = delivery.attempts + 1;
+        let sent_at = self.now();
+        let started = std::time::Instant::now();
         let outcome = self.send_delivery(&delivery).await;
+        let timing = AttemptTiming {
+            at: sent_at.as_millis(),
+            duration_ms: started.elapsed().as_millis() as i64,
+        };
         let now = self.now();
         let visible = match self.store.get_form(&delivery.form_id).await {
             Ok(Some(form)) => self.is_form_visible(&form).await.unwrap_or(true),
@@ -646,12 +662,14 @@ impl Engine {
         );
         match self
             .store
-            .finish_delivery(&delivery.delivery_id, &finish)
+            .finish_delivery(&delivery.delivery_id, &finish, &timing)
             .await
         {
             Ok(()) if has_data => self.announce_events(&delivery.device_id),
             Ok(()) => {}
             Err(error) => {
+                metrics::counter!("refreshd_engine_errors_total", "step" => "record_delivery")
+                    .increment(1);
                 tracing::warn!(%error, "recording a delivery failed; it will be sent again under the same id")
             }
         }

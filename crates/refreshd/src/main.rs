@@ -6,10 +6,11 @@ mod http_server;
 mod lint;
 mod serve;
 mod simulate_engine;
+mod telemetry;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use refreshd_simulate::{explain, output, Scenario, Simulation};
+use refreshd_simulate::{explain, html, output, Scenario, Simulation};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -31,6 +32,17 @@ enum SimulateFormat {
     Json,
     /// A timeline for people: local times, aligned columns, daily summaries.
     Text,
+    /// The timeline as one self-contained HTML page (inline SVG, readable offline).
+    Html,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+enum ExplainFormat {
+    /// The explanation as text.
+    #[default]
+    Text,
+    /// One self-contained HTML page: the subject's timeline above the text.
+    Html,
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -56,6 +68,9 @@ enum Command {
         /// engine's network boundary) instead of the simulator's driver. Same output.
         #[arg(long)]
         engine: bool,
+        /// Write the output to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Check a form_config.json: every error and warning, with its JSON path and a fix.
     Lint {
@@ -81,6 +96,11 @@ enum Command {
         /// or with Z/±HH:MM). Defaults to the scenario's end.
         #[arg(long)]
         at: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: ExplainFormat,
+        /// Write the output to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -100,12 +120,26 @@ fn read_scenario(path: &Path) -> Result<Scenario> {
     Scenario::parse(&text).with_context(|| format!("invalid scenario {}", path.display()))
 }
 
+/// Prints `text`, or writes it to `output` when one is named.
+fn emit(text: &str, output: Option<&Path>) -> Result<()> {
+    match output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Simulate {
             scenario,
             format,
             engine,
+            output: destination,
         } => {
             let scenario = read_scenario(&scenario)?;
             let records = if engine {
@@ -116,8 +150,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let text = match format {
                 SimulateFormat::Json => output::json_lines(&records, &scenario.zone),
                 SimulateFormat::Text => output::timeline(&records, &scenario),
+                SimulateFormat::Html => html::timeline_page(&records, &scenario),
             };
-            print!("{text}");
+            emit(&text, destination.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Lint {
@@ -131,6 +166,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             app,
             user,
             at,
+            format,
+            output: destination,
         } => {
             let scenario = read_scenario(&scenario)?;
             let at = match at {
@@ -145,8 +182,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (None, Some(app), Some(user)) => explain::Subject::Fetch { app, user },
                 _ => anyhow::bail!("name a subject: --form ID, or --app ID --user ID"),
             };
-            let report = explain::explain(&scenario, &subject, at)?;
-            print!("{report}");
+            let report = match format {
+                ExplainFormat::Text => explain::explain(&scenario, &subject, at)?,
+                ExplainFormat::Html => explain::explain_html(&scenario, &subject, at)?,
+            };
+            emit(&report, destination.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve::run(*args).map(|()| ExitCode::SUCCESS),

@@ -232,16 +232,14 @@ async fn serve(settings: Settings) -> Result<()> {
         sealer,
         engine_settings,
     );
+    // Before the due index is loaded, so its gauge is recorded; every series is at zero
+    // from here on.
+    crate::telemetry::install(settings.metrics_listen)?;
     let planned = engine.load_due_index().await?;
     // Other nodes' host events reach this node's SSE streams (PostgreSQL NOTIFY).
     let forward_store = store.clone();
     let forward_sink = engine.host_event_sender();
     tokio::spawn(async move { forward_store.forward_host_events(forward_sink).await });
-
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(settings.metrics_listen)
-        .install()
-        .context("cannot start the metrics listener")?;
 
     // Listening before "listening on" is printed: from then on a signal means shutdown.
     let mut signals = Signals::listen()?;

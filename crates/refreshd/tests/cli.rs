@@ -218,3 +218,93 @@ fn the_shipped_binary_carries_only_serve_simulate_lint_and_explain() {
     let bench = refreshd(&["bench", "rules"]);
     assert!(!bench.status.success(), "`refreshd bench` must not exist");
 }
+
+#[test]
+fn simulate_html_writes_one_self_contained_page_to_the_output_file() {
+    let dir = std::env::temp_dir().join(format!("refreshd-cli-html-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("timeline.html");
+    let _ = std::fs::remove_file(&file);
+    let out = refreshd(&[
+        "simulate",
+        &path("examples/shared-tick.json"),
+        "--format",
+        "html",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "the page goes to the file only");
+    let page = std::fs::read_to_string(&file).expect("the HTML file is written");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(page.trim_end().ends_with("</html>"));
+    assert!(page.contains("<svg"));
+    // The example's two forms, each in its lane; local times of Asia/Shanghai.
+    assert_eq!(
+        page.matches("<g class=\"lane\" data-lane=\"form\"").count(),
+        2
+    );
+    assert!(
+        page.contains("local time, Asia/Shanghai (UTC+08:00)"),
+        "{page}"
+    );
+    // Five interval refreshes, as in the JSON lines.
+    assert_eq!(
+        page.matches("data-kind=\"refresh\" data-trigger=\"interval\"")
+            .count(),
+        5
+    );
+
+    // The text timeline is unchanged by the new format.
+    let text = refreshd(&[
+        "simulate",
+        &path("examples/shared-tick.json"),
+        "--format",
+        "text",
+    ]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(page.contains(text.lines().nth(3).unwrap()), "{page}");
+
+    // explain writes its page the same way.
+    let explained = dir.join("explain.html");
+    let out = refreshd(&[
+        "explain",
+        &path("tests/scenarios/08-hidden-deferral.json"),
+        "--form",
+        "H",
+        "--at",
+        "2026-03-01T11:00:00",
+        "--format",
+        "html",
+        "-o",
+        explained.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let page = std::fs::read_to_string(&explained).unwrap();
+    assert!(page.contains("<svg") && page.contains("data-form=\"H\""));
+    assert!(page.contains("deferred until shown (F20)"), "{page}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unknown_format_is_a_clear_error() {
+    for command in ["simulate", "explain"] {
+        let mut args = vec![
+            command.to_string(),
+            path("tests/scenarios/08-hidden-deferral.json"),
+        ];
+        if command == "explain" {
+            args.extend(["--form".to_string(), "H".to_string()]);
+        }
+        args.extend(["--format".to_string(), "bogus".to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = refreshd(&args);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        assert!(out.stdout.is_empty());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains("invalid value 'bogus' for '--format") && stderr.contains("html"),
+            "{command}: {stderr}"
+        );
+    }
+}

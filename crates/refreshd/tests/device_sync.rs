@@ -145,14 +145,11 @@ async fn fetched_data_reaches_every_device_of_the_user_by_push_and_by_sync() {
     assert_eq!(report["outcome"], "ok", "{report}");
 
     // Pushed to the open stream of d1, with the body and its time stamp.
-    let seen = read_sse_until(&mut stream, "first body").await;
-    let pushed: Vec<_> = sse_events(&seen)
-        .into_iter()
-        .filter(|e| e.event == "fetched_data")
-        .collect();
+    let seen = read_events_until(&mut stream, "first body").await;
+    let pushed: Vec<_> = seen.iter().filter(|e| e.event == "fetched_data").collect();
     let last = pushed
         .last()
-        .unwrap_or_else(|| panic!("no fetched_data: {seen}"));
+        .unwrap_or_else(|| panic!("no fetched_data: {seen:?}"));
     assert_eq!(last.data["appid"], "wx1");
     assert_eq!(last.data["fetched_data"], "first body");
     assert!(last.data["time_stamp"].as_i64().unwrap() > 0);
@@ -195,8 +192,8 @@ async fn fetched_data_reaches_every_device_of_the_user_by_push_and_by_sync() {
     // A device created after the fetch starts with the data as its first event.
     let d4 = create_device(&svc, "d4", "u1").await;
     let mut fresh = open_events(&svc, &d4, None).await;
-    let seen = read_sse_until(&mut fresh, "second body").await;
-    assert!(seen.contains("event: fetched_data"), "{seen}");
+    let seen = read_events_until(&mut fresh, "second body").await;
+    assert!(seen.iter().any(|e| e.event == "fetched_data"), "{seen:?}");
     drop(fresh);
 
     // A malformed cursor is a clear 400; the answer is compressed when asked.
@@ -340,8 +337,8 @@ async fn a_stream_starts_with_the_latest_event_of_each_form_unless_it_resumes_a_
         let mut stream = open_events(&svc, &device, last_event_id).await;
         let marker = format!("marker-{}", last_event_id.unwrap_or("none"));
         put_data(&svc, &provider_key, b, &marker).await;
-        let seen = read_sse_until(&mut stream, &marker).await;
-        let events = sse_events(&seen);
+        let events = read_events_until(&mut stream, &marker).await;
+        let seen = format!("{events:?}");
         let texts: Vec<&str> = events
             .iter()
             .map(|e| e.data["data"]["text"].as_str().unwrap_or_default())
@@ -357,8 +354,7 @@ async fn a_stream_starts_with_the_latest_event_of_each_form_unless_it_resumes_a_
 
     // With a kept id: exactly what came after it.
     put_data(&svc, &provider_key, a, "a4").await;
-    let known =
-        sse_events(&read_sse_until(&mut open_events(&svc, &device, None).await, "a4").await);
+    let known = read_events_until(&mut open_events(&svc, &device, None).await, "a4").await;
     let a4 = known
         .iter()
         .find(|e| e.data["data"]["text"] == "a4")
@@ -366,8 +362,8 @@ async fn a_stream_starts_with_the_latest_event_of_each_form_unless_it_resumes_a_
         .id;
     put_data(&svc, &provider_key, a, "a5").await;
     let mut stream = open_events(&svc, &device, Some(&a4.to_string())).await;
-    let seen = read_sse_until(&mut stream, "a5").await;
-    let texts: Vec<_> = sse_events(&seen)
+    let seen = read_events_until(&mut stream, "a5").await;
+    let texts: Vec<_> = seen
         .iter()
         .map(|e| {
             e.data["data"]["text"]
@@ -376,7 +372,7 @@ async fn a_stream_starts_with_the_latest_event_of_each_form_unless_it_resumes_a_
                 .to_string()
         })
         .collect();
-    assert_eq!(texts, vec!["a5"], "{seen}");
+    assert_eq!(texts, vec!["a5"], "{seen:?}");
     drop(stream);
 
     // A sync without cursor: every form, the hidden one without its unannounced data.

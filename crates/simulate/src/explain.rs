@@ -4,6 +4,7 @@
 //! back from the rules and its recent decisions are listed with the rule that made each,
 //! followed by what the rules plan next if nothing else happens.
 
+use crate::html::{explanation_page, Lane};
 use crate::output::{describe, format_instant};
 use crate::run::{RecordKind, Simulation};
 use crate::scenario::{Action, Scenario};
@@ -43,15 +44,47 @@ pub fn explain(
     subject: &Subject,
     at: Option<Instant>,
 ) -> Result<String, ExplainError> {
+    let (sim, at) = run_to(scenario, at)?;
+    explain_text(&sim, subject, at)
+}
+
+/// As [`explain`], as one self-contained HTML page: the subject's lane of the timeline
+/// from the scenario's start to the instant, above the same text.
+pub fn explain_html(
+    scenario: &Scenario,
+    subject: &Subject,
+    at: Option<Instant>,
+) -> Result<String, ExplainError> {
+    let (sim, at) = run_to(scenario, at)?;
+    let text = explain_text(&sim, subject, at)?;
+    let lane = match subject {
+        Subject::Form(form) => Lane::Form(form.clone()),
+        Subject::Fetch { app, user } => Lane::Fetch {
+            app: app.clone(),
+            user: user.clone(),
+        },
+    };
+    Ok(explanation_page(sim.records(), scenario, lane, at, &text))
+}
+
+/// The scenario run up to and including `at` (default: its end).
+fn run_to(
+    scenario: &Scenario,
+    at: Option<Instant>,
+) -> Result<(Simulation<'_>, Instant), ExplainError> {
     let at = at.unwrap_or(scenario.end);
     if at < scenario.start || at > scenario.end {
         return Err(ExplainError::OutOfRange(format_instant(at, &scenario.zone)));
     }
     let mut sim = Simulation::new(scenario);
     sim.run_until(at, true);
+    Ok((sim, at))
+}
+
+fn explain_text(sim: &Simulation, subject: &Subject, at: Instant) -> Result<String, ExplainError> {
     match subject {
-        Subject::Form(form) => explain_form(&sim, form, at),
-        Subject::Fetch { app, user } => explain_fetch(&sim, app, user, at),
+        Subject::Form(form) => explain_form(sim, form, at),
+        Subject::Fetch { app, user } => explain_fetch(sim, app, user, at),
     }
 }
 

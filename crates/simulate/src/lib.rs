@@ -3,9 +3,10 @@
 //! [`scenario::Scenario`] parses and validates a file (section S of the rules);
 //! [`run::Simulation`] drives `refreshd-rules` over it with a virtual clock that jumps
 //! from one instant that matters to the next; [`output`] renders the records as JSON
-//! lines or as a timeline; [`explain`] answers "why did (or didn't) this refresh?".
+//! lines, as a timeline, or as an HTML page ([`html`]); [`explain`] answers "why did (or didn't) this refresh?".
 
 pub mod explain;
+pub mod html;
 pub mod output;
 mod reader;
 pub mod run;

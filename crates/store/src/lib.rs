@@ -142,7 +142,14 @@ pub trait Store: Send + Sync + 'static {
         lease_until: i64,
         limit: i64,
     ) -> StoreResult<Vec<DeliveryRecord>>;
-    async fn finish_delivery(&self, delivery_id: &str, finish: &DeliveryFinish) -> StoreResult<()>;
+    /// Records an attempt's outcome (once: a finished delivery stays finished) and
+    /// counts it in its provider's hourly statistics.
+    async fn finish_delivery(
+        &self,
+        delivery_id: &str,
+        finish: &DeliveryFinish,
+        timing: &AttemptTiming,
+    ) -> StoreResult<()>;
     /// Gives back claims this node will not send now (their provider has as many sends
     /// in flight as it may, or the send is still running here): each delivery still
     /// pending and still carrying the claim's lease (`claimed_until`) is due again at
@@ -264,7 +271,16 @@ pub trait Store: Send + Sync + 'static {
     /// and fetch logs. Answers (devices, appids of the pairs) that went.
     async fn erase_user(&self, user_id: &str) -> StoreResult<(Vec<String>, Vec<String>)>;
 
+    // ---- statistics (counted in the transactions that record what they count)
+    /// An app's fetch counters from `from_hour` on.
+    async fn fetch_stats(&self, appid: &str, from_hour: i64) -> StoreResult<Vec<StatRow>>;
+    /// A provider's delivery and trigger counters from `from_hour` on.
+    async fn provider_stats(&self, provider: &str, from_hour: i64) -> StoreResult<Vec<StatRow>>;
+    /// Of an app's users: those with a token and a planned fetch, and those of them due
+    /// at `now`.
+    async fn pair_counts(&self, appid: &str, now: i64) -> StoreResult<(i64, i64)>;
+
     // ---- retention
-    /// Deletes finished deliveries and events older than `before`.
+    /// Deletes finished deliveries, events and statistics older than `before`.
     async fn prune(&self, before: i64) -> StoreResult<()>;
 }

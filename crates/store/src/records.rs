@@ -268,3 +268,39 @@ pub const FETCH_LOG_KEPT: i64 = 100;
 /// let a host that reconnects quickly see the recent sequence). With form data capped
 /// at 262,144 bytes, one placed form holds at most 1 + 4 copies of its data: 1.25 MiB.
 pub const EVENTS_KEPT_PER_FORM: i64 = 4;
+
+/// Upper bounds (milliseconds) of the latency buckets statistics count in; a latency
+/// above the last falls in one more bucket (index `LATENCY_BOUNDS_MS.len()`).
+pub const LATENCY_BOUNDS_MS: [i64; 12] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 15_000, 30_000,
+];
+
+/// The bucket a latency falls in.
+pub fn latency_bucket(ms: i64) -> i64 {
+    LATENCY_BOUNDS_MS
+        .iter()
+        .position(|bound| ms <= *bound)
+        .unwrap_or(LATENCY_BOUNDS_MS.len()) as i64
+}
+
+/// The start of the hour (UTC) that `at_ms` falls in.
+pub fn hour_of(at_ms: i64) -> i64 {
+    at_ms.div_euclid(3_600_000) * 3_600_000
+}
+
+/// One counter of the hourly statistics: in `hour`, `count` of `what` (an outcome, or
+/// `trigger:<trigger>`) in latency `bucket`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatRow {
+    pub hour: i64,
+    pub what: String,
+    pub bucket: i64,
+    pub count: i64,
+}
+
+/// When a delivery attempt was made and how long it took, for the statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptTiming {
+    pub at: i64,
+    pub duration_ms: i64,
+}

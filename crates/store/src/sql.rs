@@ -232,6 +232,38 @@ where
         Ok(row.get(0))
     }
 
+    /// Counts one `what` of `provider` in the hour of `at_ms`, within `tx`.
+    async fn count_provider_stat(
+        tx: &mut Conn<B>,
+        provider: &str,
+        at_ms: i64,
+        what: &str,
+        bucket: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO provider_stats (provider, hour, what, bucket, count) VALUES ($1, $2, $3, $4, 1)
+             ON CONFLICT (provider, hour, what, bucket) DO UPDATE SET count = provider_stats.count + 1",
+        )
+        .bind(provider)
+        .bind(hour_of(at_ms))
+        .bind(what)
+        .bind(bucket)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    fn stat_rows(rows: &[DbRow<B>]) -> Vec<StatRow> {
+        rows.iter()
+            .map(|row| StatRow {
+                hour: row.get(0),
+                what: row.get(1),
+                bucket: row.get(2),
+                count: row.get(3),
+            })
+            .collect()
+    }
+
     /// Deletes a device and everything hanging from it, within `tx`; `NotFound` when
     /// there is no such device.
     async fn delete_device_rows(tx: &mut Conn<B>, device_id: &str) -> StoreResult<()> {
@@ -662,6 +694,14 @@ where
             .bind(d.created_at)
             .execute(&mut *tx)
             .await?;
+            Self::count_provider_stat(
+                &mut tx,
+                &d.provider,
+                d.created_at,
+                &format!("trigger:{}", d.trigger),
+                0,
+            )
+            .await?;
         }
         for event in &commit.events {
             Self::insert_event(&mut tx, event).await?;
@@ -866,7 +906,12 @@ where
         tx.commit().await
     }
 
-    async fn finish_delivery(&self, delivery_id: &str, finish: &DeliveryFinish) -> StoreResult<()> {
+    async fn finish_delivery(
+        &self,
+        delivery_id: &str,
+        finish: &DeliveryFinish,
+        timing: &AttemptTiming,
+    ) -> StoreResult<()> {
         let mut tx = self.backend.begin().await?;
         let (state, attempts, next): (&str, i64, Option<i64>) = match finish {
             DeliveryFinish::Done { attempts, .. } => ("done", *attempts, None),
@@ -889,6 +934,22 @@ where
             // Finished already (or its form was removed): nothing to apply twice.
             return tx.commit().await;
         }
+        let outcome = match finish {
+            DeliveryFinish::Done { .. } => "done",
+            DeliveryFinish::Retry { .. } => "retry",
+            DeliveryFinish::GiveUp { .. } => "failed",
+        };
+        sqlx::query(
+            "INSERT INTO provider_stats (provider, hour, what, bucket, count)
+             SELECT provider, $2, $3, $4, 1 FROM deliveries WHERE delivery_id = $1
+             ON CONFLICT (provider, hour, what, bucket) DO UPDATE SET count = provider_stats.count + 1",
+        )
+        .bind(delivery_id)
+        .bind(hour_of(timing.at))
+        .bind(outcome)
+        .bind(latency_bucket(timing.duration_ms))
+        .execute(&mut *tx)
+        .await?;
         if let DeliveryFinish::Done {
             data: Some((data, event)),
             ..
@@ -1074,6 +1135,16 @@ where
             .bind(&r.appid)
             .bind(&r.user_id)
             .bind(FETCH_LOG_KEPT)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO fetch_stats (appid, hour, outcome, bucket, count) VALUES ($1, $2, $3, $4, 1)
+                 ON CONFLICT (appid, hour, outcome, bucket) DO UPDATE SET count = fetch_stats.count + 1",
+            )
+            .bind(&r.appid)
+            .bind(hour_of(log.at))
+            .bind(&log.outcome)
+            .bind(latency_bucket(log.duration_ms))
             .execute(&mut *tx)
             .await?;
         }
@@ -1284,6 +1355,7 @@ where
             "DELETE FROM fetch_pairs WHERE appid = $1",
             "DELETE FROM fetch_log WHERE appid = $1",
             "DELETE FROM events WHERE appid = $1",
+            "DELETE FROM fetch_stats WHERE appid = $1",
         ] {
             sqlx::query(statement).bind(appid).execute(&mut *tx).await?;
         }
@@ -1303,6 +1375,7 @@ where
         for statement in [
             "DELETE FROM api_keys WHERE kind = 'provider' AND principal = $1",
             "DELETE FROM deliveries WHERE provider = $1",
+            "DELETE FROM provider_stats WHERE provider = $1",
         ] {
             sqlx::query(statement)
                 .bind(provider)
@@ -1365,6 +1438,38 @@ where
         Ok((devices, apps))
     }
 
+    async fn fetch_stats(&self, appid: &str, from_hour: i64) -> StoreResult<Vec<StatRow>> {
+        let rows = sqlx::query(
+            "SELECT hour, outcome, bucket, count FROM fetch_stats WHERE appid = $1 AND hour >= $2",
+        )
+        .bind(appid)
+        .bind(from_hour)
+        .fetch_all(self.backend.reader())
+        .await?;
+        Ok(Self::stat_rows(&rows))
+    }
+
+    async fn provider_stats(&self, provider: &str, from_hour: i64) -> StoreResult<Vec<StatRow>> {
+        let rows = sqlx::query("SELECT hour, what, bucket, count FROM provider_stats WHERE provider = $1 AND hour >= $2")
+            .bind(provider)
+            .bind(from_hour)
+            .fetch_all(self.backend.reader())
+            .await?;
+        Ok(Self::stat_rows(&rows))
+    }
+
+    async fn pair_counts(&self, appid: &str, now: i64) -> StoreResult<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN next_wake_at <= $2 THEN 1 ELSE 0 END), 0)
+             FROM fetch_pairs WHERE appid = $1 AND token_sealed IS NOT NULL AND next_wake_at IS NOT NULL",
+        )
+        .bind(appid)
+        .bind(now)
+        .fetch_one(self.backend.reader())
+        .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     async fn prune(&self, before: i64) -> StoreResult<()> {
         let mut tx = self.backend.begin().await?;
         sqlx::query("DELETE FROM deliveries WHERE state <> 'pending' AND created_at < $1")
@@ -1375,6 +1480,12 @@ where
             .bind(before)
             .execute(&mut *tx)
             .await?;
+        for table in ["fetch_stats", "provider_stats"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE hour < $1"))
+                .bind(hour_of(before))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await
     }
 }

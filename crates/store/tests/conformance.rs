@@ -56,6 +56,11 @@ macro_rules! conformance {
     };
 }
 
+const TIMING: AttemptTiming = AttemptTiming {
+    at: 0,
+    duration_ms: 5,
+};
+
 fn device(id: &str) -> DeviceRecord {
     DeviceRecord {
         device_id: id.into(),
@@ -337,8 +342,8 @@ async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
         data: Some((data.clone(), Some(event))),
         attempts: 1,
     };
-    store.finish_delivery("a", &done).await.unwrap();
-    store.finish_delivery("a", &done).await.unwrap(); // a repeat changes nothing
+    store.finish_delivery("a", &done, &TIMING).await.unwrap();
+    store.finish_delivery("a", &done, &TIMING).await.unwrap(); // a repeat changes nothing
     assert_eq!(store.events_after("d1", 0, 10).await.unwrap().len(), 1);
     store
         .finish_delivery(
@@ -347,13 +352,14 @@ async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
                 attempts: 1,
                 next_attempt_at: 50,
             },
+            &TIMING,
         )
         .await
         .unwrap();
     let due = store.claim_deliveries(50, 60, 10).await.unwrap();
     assert_eq!((due.len(), due[0].attempts), (1, 1));
     store
-        .finish_delivery("b", &DeliveryFinish::GiveUp { attempts: 4 })
+        .finish_delivery("b", &DeliveryFinish::GiveUp { attempts: 4 }, &TIMING)
         .await
         .unwrap();
     assert!(store

@@ -12,6 +12,7 @@
 //!   refresh, explanations;
 //! * [`device`] — a device's network and time zone;
 //! * [`lifecycle`] — listing and deleting apps, providers and devices, erasing a user;
+//! * [`stats`] — hourly statistics of an app's fetches and a provider's deliveries;
 //! * [`events`] — the host events of a device: where its event stream starts, and the
 //!   one-request catch-up of a sync.
 
@@ -22,6 +23,7 @@ pub mod device;
 pub mod events;
 pub mod forms;
 pub mod lifecycle;
+pub mod stats;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -47,6 +49,7 @@ pub use lifecycle::{
     AppSummary, DefinitionCount, DeviceSummary, ErasedUser, LifecycleCommands, Page, PlacedForm,
     ProviderSummary,
 };
+pub use stats::{AppStats, HourStats, ProviderStats, StatsCommands};
 
 /// Who calls a command: the principal an API key authenticated as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +108,11 @@ impl Engine {
     /// Listing and deleting what the operator created; erasing a user.
     pub fn lifecycle(&self) -> LifecycleCommands<'_> {
         LifecycleCommands { engine: self }
+    }
+
+    /// Statistics for developers, providers and the operator.
+    pub fn stats(&self) -> StatsCommands<'_> {
+        StatsCommands { engine: self }
     }
 }
 

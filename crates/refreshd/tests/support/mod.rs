@@ -399,6 +399,25 @@ pub async fn read_sse_until(response: &mut reqwest::Response, until: &str) -> St
     seen
 }
 
+/// Reads an SSE response until a complete event mentions `marker` (or the guard
+/// deadline); answers the complete events read.
+pub async fn read_events_until(response: &mut reqwest::Response, marker: &str) -> Vec<SseEvent> {
+    let mut seen = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if sse_events(&seen)
+                .iter()
+                .any(|e| e.data.to_string().contains(marker))
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    sse_events(&seen)
+}
+
 /// One server-sent event: its id, its name and its data as JSON.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SseEvent {
@@ -409,7 +428,10 @@ pub struct SseEvent {
 
 /// The complete events in an SSE text (comments and keep-alives skipped).
 pub fn sse_events(text: &str) -> Vec<SseEvent> {
-    text.split("\n\n")
+    // A block counts once the blank line that ends it has arrived.
+    let complete = text.rfind("\n\n").map_or("", |end| &text[..end]);
+    complete
+        .split("\n\n")
         .filter_map(|block| {
             let mut id = None;
             let mut event = None;
