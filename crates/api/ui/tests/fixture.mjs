@@ -82,8 +82,14 @@ export class Service {
     service.stderr = '';
     service.child.stderr.setEncoding('utf8');
     service.child.stderr.on('data', (c) => { service.stderr += c; });
-    const match = await waitForLine(service.child, /listening on (http:\/\/127\.0\.0\.1:\d+)/, START_DEADLINE_MS);
-    service.base = match[1];
+    try {
+      const match = await waitForLine(service.child, /listening on (http:\/\/127\.0\.0\.1:\d+)/, START_DEADLINE_MS);
+      service.base = match[1];
+    } catch (err) {
+      // Leave nothing running or behind when the service never came up.
+      await service.stop();
+      throw new Error(`${err.message}\nstderr: ${service.stderr}`);
+    }
     return service;
   }
 
