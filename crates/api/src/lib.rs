@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod apps;
 pub mod auth;
+pub mod console;
 pub mod device;
 pub mod error;
 pub mod events;
@@ -490,6 +491,8 @@ pub fn build(engine: Arc<Engine>, api_settings: ApiSettings) -> (Router, ApiHand
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi_document))
+        // The web console's page and assets (no key: the page asks for one).
+        .merge(console::routes())
         .merge(authed)
         .fallback(|| async { error::ApiError::not_found("not_found") })
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
