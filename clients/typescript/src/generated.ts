@@ -58,6 +58,29 @@ export interface CloudBody {
   function: string;
 }
 
+export interface CloudEnvBody {
+  /**
+   * An absolute http(s) URL without query or fragment, in a range refreshd may
+   * reach (internal addresses need --allow-destination); a fetch goes to
+   * `base_url/FUNCTION` with the P12 query.
+   */
+  base_url: string;
+}
+
+/**
+ * A cloud environment and where it is set: `api` (managed here, overriding the
+ * configuration file) or `file`.
+ */
+export interface CloudEnvView {
+  env: string;
+  base_url: string;
+  source: string;
+}
+
+export interface CloudEnvsView {
+  envs: CloudEnvView[];
+}
+
 /** A form configuration applied (or, with `dry_run`, that would be). */
 export interface ConfigAppliedView {
   warnings: ErrorDetail[];
@@ -549,6 +572,15 @@ export type PostAdminAppsAppidRotateSigningSecretRequest = RotateSecretBody;
 
 /** Answer 200 of `POST /v1/admin/apps/{appid}/rotate-signing-secret`. */
 export type PostAdminAppsAppidRotateSigningSecretResponse = RotatedAppSecretView;
+
+/** Answer 200 of `GET /v1/admin/cloud-envs`. */
+export type GetAdminCloudEnvsResponse = CloudEnvsView;
+
+/** Body of `PUT /v1/admin/cloud-envs/{env}`. */
+export type PutAdminCloudEnvsEnvRequest = CloudEnvBody;
+
+/** Answer 200 of `PUT /v1/admin/cloud-envs/{env}`. */
+export type PutAdminCloudEnvsEnvResponse = CloudEnvView;
 
 /** Answer 200 of `GET /v1/admin/devices`. */
 export type GetAdminDevicesResponse = PageView3;
