@@ -218,6 +218,11 @@ export interface FetchHourView {
   /** Share of `ok` fetches, 0 to 1; `null` without fetches. */
   success_rate: number | null;
   latency_ms: LatencyView;
+  /**
+   * How long after they were due scheduled fetches were sent (fetch-now is not
+   * scheduled), as the upper bounds of the buckets holding p50 and p99.
+   */
+  lateness_ms: LatencyView;
 }
 
 /** The last 100 attempts, newest first. */

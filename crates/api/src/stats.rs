@@ -32,6 +32,9 @@ pub struct FetchHourView {
     /// Share of `ok` fetches, 0 to 1; `null` without fetches.
     success_rate: Option<f64>,
     latency_ms: LatencyView,
+    /// How long after they were due scheduled fetches were sent (fetch-now is not
+    /// scheduled), as the upper bounds of the buckets holding p50 and p99.
+    lateness_ms: LatencyView,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -95,6 +98,10 @@ fn fetch_hour(hour: HourStats) -> FetchHourView {
         fetches: hour.total,
         success_rate: hour.success_rate,
         latency_ms: latency(&hour),
+        lateness_ms: LatencyView {
+            p50: hour.lateness_p50_ms,
+            p99: hour.lateness_p99_ms,
+        },
         outcomes: hour.outcomes,
     }
 }

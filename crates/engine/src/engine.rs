@@ -545,6 +545,7 @@ impl Engine {
                 expected_version,
                 log: None,
                 announce: None,
+                lateness_ms: None,
             })
             .await?;
         Ok((result, next))

@@ -36,6 +36,8 @@ pub const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 struct FetchCompletion {
     answer: FetchAnswer,
     log: FetchLogEntry,
+    /// How long after it was due a scheduled fetch was sent.
+    lateness_ms: Option<i64>,
 }
 
 /// The deliveries this node is sending; owned by the delivery loop.
@@ -128,6 +130,9 @@ pub struct DueFetch {
     pub appid: String,
     pub user_id: String,
     pub order: FetchOrder,
+    /// When the pair was due, for a scheduled fetch (its lateness is counted); `None`
+    /// for a fetch-now.
+    pub due_at: Option<Instant>,
 }
 
 /// What one step of the wake loop did.
@@ -231,6 +236,7 @@ impl Engine {
                             appid: appid.clone(),
                             user_id: user_id.clone(),
                             order,
+                            due_at: Some(Instant::from_millis(due_at)),
                         }))
                     })
                 }
@@ -273,6 +279,7 @@ impl Engine {
             appid,
             user_id,
             order,
+            due_at,
         } = fetch;
         let (appid, user_id) = (appid.as_str(), user_id.as_str());
         let key = (appid.to_string(), user_id.to_string());
@@ -283,7 +290,7 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .entry(key.clone())
             .or_insert(0) += 1;
-        let report = self.fetch_and_record(appid, user_id, order).await;
+        let report = self.fetch_and_record(appid, user_id, order, due_at).await;
         let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(running) = fetching.get_mut(&key) {
             *running -= 1;
@@ -300,6 +307,7 @@ impl Engine {
         appid: &str,
         user_id: &str,
         order: FetchOrder,
+        due_at: Option<Instant>,
     ) -> Result<FetchReport, EngineError> {
         let app = self.app(appid).await?;
         let record = self
@@ -394,6 +402,7 @@ impl Engine {
                 completed_at: completed,
             },
             log,
+            lateness_ms: due_at.map(|due| sent_at.millis_since(due).max(0)),
         };
         let mut retries = ConflictRetries::default();
         let (time_stamp, next) = loop {
@@ -474,6 +483,7 @@ impl Engine {
                 expected_version,
                 log: Some(done.log.clone()),
                 announce,
+                lateness_ms: done.lateness_ms,
             })
             .await?;
         for device_id in &announced {

@@ -130,6 +130,14 @@ async fn fetches_and_deliveries_are_counted_by_hour_for_their_owners() {
             >= stats["totals"]["latency_ms"]["p50"].as_i64().unwrap()
     );
     assert_eq!(stats["users"]["eligible"], 1, "{stats}");
+    // Lateness is counted for scheduled fetches only (the token's first fetch), never
+    // for the four fetch-nows.
+    let scheduled = attempts.len() > 4;
+    assert_eq!(
+        stats["totals"]["lateness_ms"]["p50"].is_i64(),
+        scheduled,
+        "{stats}"
+    );
     let busy = hour_with_data(&stats, "fetches");
     assert_eq!(
         busy["fetches"], stats["totals"]["fetches"],

@@ -242,6 +242,9 @@ pub struct PairCommit {
     pub log: Option<FetchLogEntry>,
     /// Announced to the user's devices in the same transaction.
     pub announce: Option<PairAnnouncement>,
+    /// How late a scheduled fetch was sent after it was due, counted with the log
+    /// entry in the app's statistics (a fetch-now has none).
+    pub lateness_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,13 +278,32 @@ pub const LATENCY_BOUNDS_MS: [i64; 12] = [
     10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 15_000, 30_000,
 ];
 
+/// Upper bounds (milliseconds) of the lateness buckets: how long after it was due a
+/// scheduled fetch was sent, from a tenth of a second to a day.
+pub const LATENESS_BOUNDS_MS: [i64; 12] = [
+    100, 1_000, 5_000, 15_000, 60_000, 300_000, 900_000, 1_800_000, 3_600_000, 10_800_000,
+    21_600_000, 86_400_000,
+];
+
 /// The bucket a latency falls in.
 pub fn latency_bucket(ms: i64) -> i64 {
-    LATENCY_BOUNDS_MS
+    bucket_of(&LATENCY_BOUNDS_MS, ms)
+}
+
+/// The bucket a lateness falls in.
+pub fn lateness_bucket(ms: i64) -> i64 {
+    bucket_of(&LATENESS_BOUNDS_MS, ms)
+}
+
+fn bucket_of(bounds: &[i64], ms: i64) -> i64 {
+    bounds
         .iter()
         .position(|bound| ms <= *bound)
-        .unwrap_or(LATENCY_BOUNDS_MS.len()) as i64
+        .unwrap_or(bounds.len()) as i64
 }
+
+/// The statistics counter a scheduled fetch's lateness is kept under.
+pub const LATENESS_STAT: &str = "lateness";
 
 /// The start of the hour (UTC) that `at_ms` falls in.
 pub fn hour_of(at_ms: i64) -> i64 {

@@ -1147,6 +1147,18 @@ where
             .bind(latency_bucket(log.duration_ms))
             .execute(&mut *tx)
             .await?;
+            if let Some(lateness) = commit.lateness_ms {
+                sqlx::query(
+                    "INSERT INTO fetch_stats (appid, hour, outcome, bucket, count) VALUES ($1, $2, $3, $4, 1)
+                     ON CONFLICT (appid, hour, outcome, bucket) DO UPDATE SET count = fetch_stats.count + 1",
+                )
+                .bind(&r.appid)
+                .bind(hour_of(log.at))
+                .bind(LATENESS_STAT)
+                .bind(lateness_bucket(lateness))
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         let mut announced = Vec::new();
         if let Some(announce) = &commit.announce {

@@ -410,6 +410,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
             expected_version: 0,
             log: None,
             announce: None,
+            lateness_ms: None,
         })
         .await
         .unwrap();
@@ -420,6 +421,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
                 expected_version: 0,
                 log: None,
                 announce: None,
+                lateness_ms: None,
             })
             .await,
         Err(StoreError::Conflict)
@@ -444,6 +446,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
                 },
                 log: Some(log),
                 announce: None,
+                lateness_ms: Some(2_000),
             })
             .await
             .unwrap();
@@ -457,6 +460,26 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
     assert_eq!(log.len(), 100);
     assert_eq!((log[0].at, log[99].at), (104, 5), "newest first");
     assert_eq!(store.all_pairs_of_app("wx1").await.unwrap().len(), 1);
+    // Every logged fetch was counted in the hour's statistics, beyond the log's 100,
+    // with its latency and its lateness in their buckets.
+    let mut stats = store.fetch_stats("wx1", 0).await.unwrap();
+    stats.sort_by(|a, b| a.what.cmp(&b.what));
+    let counted: Vec<(&str, i64, i64)> = stats
+        .iter()
+        .map(|r| (r.what.as_str(), r.bucket, r.count))
+        .collect();
+    assert_eq!(
+        counted,
+        vec![
+            (LATENESS_STAT, lateness_bucket(2_000), 105),
+            ("ok", latency_bucket(1), 105)
+        ]
+    );
+    assert!(store
+        .fetch_stats("wx1", 3_600_000)
+        .await
+        .unwrap()
+        .is_empty());
 }
 conformance!(pairs, pairs_are_versioned_and_logs_keep_the_last_100);
 
@@ -683,6 +706,7 @@ async fn announced_data_reaches_the_users_devices_and_streams_start_at_the_lates
                 payload: "{\"fetched_data\":\"new\"}".into(),
                 at: 5,
             }),
+            lateness_ms: None,
         })
         .await
         .unwrap();

@@ -234,6 +234,7 @@ impl AppCommands<'_> {
                 appid: appid.to_string(),
                 user_id: user_id.to_string(),
                 order,
+                due_at: None,
             })
             .await
     }

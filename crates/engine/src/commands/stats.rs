@@ -7,7 +7,7 @@ use super::Caller;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use refreshd_rules::Instant;
-use refreshd_store::{KeyKind, StatRow, LATENCY_BOUNDS_MS};
+use refreshd_store::{KeyKind, StatRow, LATENCY_BOUNDS_MS, LATENESS_BOUNDS_MS, LATENESS_STAT};
 use std::collections::BTreeMap;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -33,6 +33,10 @@ pub struct HourStats {
     /// percentile; `None` when nothing was measured.
     pub latency_p50_ms: Option<i64>,
     pub latency_p99_ms: Option<i64>,
+    /// How long after they were due scheduled fetches were sent, as bucket bounds
+    /// (apps only; a fetch-now is not scheduled).
+    pub lateness_p50_ms: Option<i64>,
+    pub lateness_p99_ms: Option<i64>,
     /// Decided refreshes by trigger (providers only).
     pub triggers: BTreeMap<String, i64>,
 }
@@ -63,11 +67,16 @@ pub struct ProviderStats {
 struct Tally {
     outcomes: BTreeMap<String, i64>,
     latency: BTreeMap<i64, i64>,
+    lateness: BTreeMap<i64, i64>,
     triggers: BTreeMap<String, i64>,
 }
 
 impl Tally {
     fn add(&mut self, row: &StatRow) {
+        if row.what == LATENESS_STAT {
+            *self.lateness.entry(row.bucket).or_default() += row.count;
+            return;
+        }
         match row.what.strip_prefix("trigger:") {
             Some(trigger) => *self.triggers.entry(trigger.to_string()).or_default() += row.count,
             None => {
@@ -84,17 +93,19 @@ impl Tally {
             hour,
             total,
             success_rate: (total > 0).then(|| succeeded as f64 / total as f64),
-            latency_p50_ms: percentile(&self.latency, 0.50),
-            latency_p99_ms: percentile(&self.latency, 0.99),
+            latency_p50_ms: percentile(&self.latency, &LATENCY_BOUNDS_MS, 0.50),
+            latency_p99_ms: percentile(&self.latency, &LATENCY_BOUNDS_MS, 0.99),
+            lateness_p50_ms: percentile(&self.lateness, &LATENESS_BOUNDS_MS, 0.50),
+            lateness_p99_ms: percentile(&self.lateness, &LATENESS_BOUNDS_MS, 0.99),
             outcomes: self.outcomes,
             triggers: self.triggers,
         }
     }
 }
 
-/// The upper bound of the latency bucket holding quantile `q` (the last bound for the
-/// overflow bucket, read as "at least").
-fn percentile(buckets: &BTreeMap<i64, i64>, q: f64) -> Option<i64> {
+/// The upper bound of the bucket holding quantile `q` (the last bound for the overflow
+/// bucket, read as "at least").
+fn percentile(buckets: &BTreeMap<i64, i64>, bounds: &[i64], q: f64) -> Option<i64> {
     let total: i64 = buckets.values().sum();
     if total == 0 {
         return None;
@@ -104,11 +115,11 @@ fn percentile(buckets: &BTreeMap<i64, i64>, q: f64) -> Option<i64> {
     for (bucket, count) in buckets {
         seen += count;
         if seen >= rank {
-            let index = (*bucket as usize).min(LATENCY_BOUNDS_MS.len() - 1);
-            return Some(LATENCY_BOUNDS_MS[index]);
+            let index = (*bucket as usize).min(bounds.len() - 1);
+            return Some(bounds[index]);
         }
     }
-    LATENCY_BOUNDS_MS.last().copied()
+    bounds.last().copied()
 }
 
 /// Hourly stats for the window ending in the hour of `now`, oldest first, and totals.
@@ -214,12 +225,13 @@ mod tests {
     fn percentiles_are_the_bounds_of_the_buckets_holding_them() {
         // 98 fast (bucket 0: ≤ 10 ms), 2 slow (bucket 5: ≤ 500 ms).
         let buckets = BTreeMap::from([(0, 98), (5, 2)]);
-        assert_eq!(percentile(&buckets, 0.5), Some(LATENCY_BOUNDS_MS[0]));
-        assert_eq!(percentile(&buckets, 0.99), Some(LATENCY_BOUNDS_MS[5]));
-        assert_eq!(percentile(&BTreeMap::new(), 0.5), None);
+        let bounds = &LATENCY_BOUNDS_MS;
+        assert_eq!(percentile(&buckets, bounds, 0.5), Some(bounds[0]));
+        assert_eq!(percentile(&buckets, bounds, 0.99), Some(bounds[5]));
+        assert_eq!(percentile(&BTreeMap::new(), bounds, 0.5), None);
         // The overflow bucket reads as the last bound.
-        let over = BTreeMap::from([(LATENCY_BOUNDS_MS.len() as i64, 1)]);
-        assert_eq!(percentile(&over, 0.5), LATENCY_BOUNDS_MS.last().copied());
+        let over = BTreeMap::from([(bounds.len() as i64, 1)]);
+        assert_eq!(percentile(&over, bounds, 0.5), bounds.last().copied());
     }
 
     #[test]
@@ -232,10 +244,13 @@ mod tests {
             row(from + 24 * HOUR_MS, "ok", 1, 100),
             row(from - HOUR_MS, "ok", 1, 100),
             row(from + HOUR_MS, "trigger:interval", 0, 7),
+            row(from, LATENESS_STAT, 3, 4),
         ];
         let (hours, totals) = by_hour(&rows, from, "ok");
         assert_eq!(hours.len(), 24);
-        assert_eq!(hours[0].total, 4);
+        assert_eq!(hours[0].total, 4, "lateness is not an outcome");
+        assert_eq!(hours[0].lateness_p99_ms, Some(LATENESS_BOUNDS_MS[3]));
+        assert_eq!(hours[1].lateness_p50_ms, None);
         assert_eq!(hours[0].success_rate, Some(0.75));
         assert_eq!(hours[1].triggers["interval"], 7);
         assert_eq!(hours[1].total, 0, "triggers are not outcomes");
