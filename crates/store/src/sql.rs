@@ -232,6 +232,28 @@ where
         Ok(row.get(0))
     }
 
+    /// Counts one `what` (an outcome, or the lateness) of `appid`'s fetches in the hour
+    /// of `at_ms`, within `tx`.
+    async fn count_fetch_stat(
+        tx: &mut Conn<B>,
+        appid: &str,
+        at_ms: i64,
+        what: &str,
+        bucket: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO fetch_stats (appid, hour, outcome, bucket, count) VALUES ($1, $2, $3, $4, 1)
+             ON CONFLICT (appid, hour, outcome, bucket) DO UPDATE SET count = fetch_stats.count + 1",
+        )
+        .bind(appid)
+        .bind(hour_of(at_ms))
+        .bind(what)
+        .bind(bucket)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
     /// Counts one `what` of `provider` in the hour of `at_ms`, within `tx`.
     async fn count_provider_stat(
         tx: &mut Conn<B>,
@@ -1137,27 +1159,11 @@ where
             .bind(FETCH_LOG_KEPT)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO fetch_stats (appid, hour, outcome, bucket, count) VALUES ($1, $2, $3, $4, 1)
-                 ON CONFLICT (appid, hour, outcome, bucket) DO UPDATE SET count = fetch_stats.count + 1",
-            )
-            .bind(&r.appid)
-            .bind(hour_of(log.at))
-            .bind(&log.outcome)
-            .bind(latency_bucket(log.duration_ms))
-            .execute(&mut *tx)
-            .await?;
+            let bucket = latency_bucket(log.duration_ms);
+            Self::count_fetch_stat(&mut tx, &r.appid, log.at, &log.outcome, bucket).await?;
             if let Some(lateness) = commit.lateness_ms {
-                sqlx::query(
-                    "INSERT INTO fetch_stats (appid, hour, outcome, bucket, count) VALUES ($1, $2, $3, $4, 1)
-                     ON CONFLICT (appid, hour, outcome, bucket) DO UPDATE SET count = fetch_stats.count + 1",
-                )
-                .bind(&r.appid)
-                .bind(hour_of(log.at))
-                .bind(LATENESS_STAT)
-                .bind(lateness_bucket(lateness))
-                .execute(&mut *tx)
-                .await?;
+                let bucket = lateness_bucket(lateness);
+                Self::count_fetch_stat(&mut tx, &r.appid, log.at, LATENESS_STAT, bucket).await?;
             }
         }
         let mut announced = Vec::new();
