@@ -90,6 +90,24 @@ const PAIR_COLUMNS: &str = "appid, user_id, state, version, next_wake_at, token_
 const FORM_DATA_COLUMNS: &str = "form_id, data, updated_at, trigger";
 const DELIVERY_COLUMNS: &str =
     "delivery_id, form_id, device_id, provider, body, trigger, attempts, next_attempt_at";
+/// The two tables of hourly counters: per app (fetch outcomes and lateness) and per
+/// provider (delivery outcomes and decided triggers).
+#[derive(Clone, Copy)]
+enum StatCounters {
+    Fetches,
+    Providers,
+}
+
+impl StatCounters {
+    /// (table, owner column, what column).
+    fn columns(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            StatCounters::Fetches => ("fetch_stats", "appid", "outcome"),
+            StatCounters::Providers => ("provider_stats", "provider", "what"),
+        }
+    }
+}
+
 /// Decision notes kept per form, for explanations.
 const DECISIONS_KEPT_PER_FORM: i64 = 50;
 
@@ -232,41 +250,22 @@ where
         Ok(row.get(0))
     }
 
-    /// Counts one `what` (an outcome, or the lateness) of `appid`'s fetches in the hour
-    /// of `at_ms`, within `tx`.
-    async fn count_fetch_stat(
+    /// Counts one `what` (an outcome, the lateness, a trigger) of `owner` in `counters`
+    /// for the hour of `at_ms`, within `tx`.
+    async fn count_stat(
         tx: &mut Conn<B>,
-        appid: &str,
+        counters: StatCounters,
+        owner: &str,
         at_ms: i64,
         what: &str,
         bucket: i64,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO fetch_stats (appid, hour, outcome, bucket, count) VALUES ($1, $2, $3, $4, 1)
-             ON CONFLICT (appid, hour, outcome, bucket) DO UPDATE SET count = fetch_stats.count + 1",
-        )
-        .bind(appid)
-        .bind(hour_of(at_ms))
-        .bind(what)
-        .bind(bucket)
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
-
-    /// Counts one `what` of `provider` in the hour of `at_ms`, within `tx`.
-    async fn count_provider_stat(
-        tx: &mut Conn<B>,
-        provider: &str,
-        at_ms: i64,
-        what: &str,
-        bucket: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO provider_stats (provider, hour, what, bucket, count) VALUES ($1, $2, $3, $4, 1)
-             ON CONFLICT (provider, hour, what, bucket) DO UPDATE SET count = provider_stats.count + 1",
-        )
-        .bind(provider)
+        let (table, owner_column, what_column) = counters.columns();
+        sqlx::query(&format!(
+            "INSERT INTO {table} ({owner_column}, hour, {what_column}, bucket, count) VALUES ($1, $2, $3, $4, 1)
+             ON CONFLICT ({owner_column}, hour, {what_column}, bucket) DO UPDATE SET count = {table}.count + 1"
+        ))
+        .bind(owner)
         .bind(hour_of(at_ms))
         .bind(what)
         .bind(bucket)
@@ -716,8 +715,9 @@ where
             .bind(d.created_at)
             .execute(&mut *tx)
             .await?;
-            Self::count_provider_stat(
+            Self::count_stat(
                 &mut tx,
+                StatCounters::Providers,
                 &d.provider,
                 d.created_at,
                 &format!("trigger:{}", d.trigger),
@@ -1160,10 +1160,26 @@ where
             .execute(&mut *tx)
             .await?;
             let bucket = latency_bucket(log.duration_ms);
-            Self::count_fetch_stat(&mut tx, &r.appid, log.at, &log.outcome, bucket).await?;
+            Self::count_stat(
+                &mut tx,
+                StatCounters::Fetches,
+                &r.appid,
+                log.at,
+                &log.outcome,
+                bucket,
+            )
+            .await?;
             if let Some(lateness) = commit.lateness_ms {
                 let bucket = lateness_bucket(lateness);
-                Self::count_fetch_stat(&mut tx, &r.appid, log.at, LATENESS_STAT, bucket).await?;
+                Self::count_stat(
+                    &mut tx,
+                    StatCounters::Fetches,
+                    &r.appid,
+                    log.at,
+                    LATENESS_STAT,
+                    bucket,
+                )
+                .await?;
             }
         }
         let mut announced = Vec::new();
