@@ -13,45 +13,21 @@ use support::*;
 /// An organization app fetching from `url`, and devices `d1`, `d2` of user `u1` and
 /// `d3` of user `u2`. Returns (developer key, app signing secret, device keys).
 async fn app_and_devices(svc: &Service, url: &str) -> (String, String, Vec<String>) {
-    let (status, app) = svc
-        .call(
-            "POST",
+    let app = svc
+        .create(
             "/v1/admin/apps",
-            &svc.operator,
-            Some(json!({"appid": "wx1", "subject": "organization"})),
+            json!({"appid": "wx1", "subject": "organization"}),
         )
         .await;
-    assert_eq!(status, 201, "{app}");
     let secret = app["signing_secret"].as_str().expect("a signing secret");
     assert_eq!(secret.len(), 64, "{app}");
     let developer = app["developer_key"].as_str().unwrap().to_string();
-    let (status, body) = svc
-        .call(
-            "PUT",
-            "/v1/apps/wx1/periodic-fetch",
-            &developer,
-            Some(json!({"enabled": true, "source": {"url": url}, "gray": null})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    svc.fetch_from(&developer, "wx1", url).await;
     let mut keys = Vec::new();
     for (device_id, user_id) in [("d1", "u1"), ("d2", "u1"), ("d3", "u2")] {
-        keys.push(create_device(svc, device_id, user_id).await);
+        keys.push(svc.create_device(device_id, user_id, "Asia/Shanghai").await);
     }
     (developer, secret.to_string(), keys)
-}
-
-async fn create_device(svc: &Service, device_id: &str, user_id: &str) -> String {
-    let (status, device) = svc
-        .call(
-            "POST",
-            "/v1/admin/devices",
-            &svc.operator,
-            Some(json!({"device_id": device_id, "user_id": user_id, "zone": "Asia/Shanghai"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{device}");
-    device["device_key"].as_str().unwrap().to_string()
 }
 
 async fn sync(svc: &Service, key: &str, cursor: Option<&str>) -> Value {
@@ -190,7 +166,7 @@ async fn fetched_data_reaches_every_device_of_the_user_by_push_and_by_sync() {
     assert_ne!(changed["cursor"], cursor.as_str());
 
     // A device created after the fetch starts with the data as its first event.
-    let d4 = create_device(&svc, "d4", "u1").await;
+    let d4 = svc.create_device("d4", "u1", "Asia/Shanghai").await;
     let mut fresh = open_events(&svc, &d4, None).await;
     let seen = read_events_until(&mut fresh, "second body").await;
     assert!(seen.iter().any(|e| e.event == "fetched_data"), "{seen:?}");
@@ -284,7 +260,7 @@ async fn widgets(svc: &Service, refresh_url: &str) -> (String, String, Vec<Strin
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let device = create_device(svc, "d1", "u1").await;
+    let device = svc.create_device("d1", "u1", "Asia/Shanghai").await;
     let mut forms = Vec::new();
     for hidden in [false, false, true] {
         let (status, form) = svc

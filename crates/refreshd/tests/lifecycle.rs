@@ -7,12 +7,6 @@ mod support;
 use serde_json::{json, Value};
 use support::*;
 
-async fn create(svc: &Service, path: &str, body: Value) -> Value {
-    let (status, created) = svc.call("POST", path, &svc.operator, Some(body)).await;
-    assert_eq!(status, 201, "{path}: {created}");
-    created
-}
-
 async fn get(svc: &Service, path: &str, key: &str) -> Value {
     let (status, body) = svc.call("GET", path, key, None).await;
     assert_eq!(status, 200, "{path}: {body}");
@@ -37,8 +31,7 @@ async fn listings_page_and_deletes_cascade_to_keys_forms_and_streams() {
     let svc = Service::start(&dir, &epoch_now(), &[]);
 
     for appid in ["wx3", "wx1", "wx2"] {
-        create(
-            &svc,
+        svc.create(
             "/v1/admin/apps",
             json!({"appid": appid, "subject": "organization"}),
         )
@@ -65,7 +58,7 @@ async fn listings_page_and_deletes_cascade_to_keys_forms_and_streams() {
 
     let mut provider_keys = Vec::new();
     for name in ["p1", "p2"] {
-        let created = create(&svc, "/v1/admin/providers", json!({"provider": name, "refresh_url": refresh_url, "system_app": false, "api_version": 11})).await;
+        let created = svc.create("/v1/admin/providers", json!({"provider": name, "refresh_url": refresh_url, "system_app": false, "api_version": 11})).await;
         let key = created["provider_key"].as_str().unwrap().to_string();
         let (status, body) = svc
             .call(
@@ -84,12 +77,12 @@ async fn listings_page_and_deletes_cascade_to_keys_forms_and_streams() {
 
     let mut device_keys = Vec::new();
     for (device_id, user_id) in [("d1", "u1"), ("d2", "u1"), ("d3", "u2")] {
-        let created = create(
-            &svc,
-            "/v1/admin/devices",
-            json!({"device_id": device_id, "user_id": user_id, "zone": "Europe/Berlin"}),
-        )
-        .await;
+        let created = svc
+            .create(
+                "/v1/admin/devices",
+                json!({"device_id": device_id, "user_id": user_id, "zone": "Europe/Berlin"}),
+            )
+            .await;
         device_keys.push(created["device_key"].as_str().unwrap().to_string());
     }
     let of_u1 = get(&svc, "/v1/admin/devices?user_id=u1", &svc.operator).await;
@@ -207,12 +200,12 @@ async fn listings_page_and_deletes_cascade_to_keys_forms_and_streams() {
     );
 
     // Deleting an app stops its developer key; unknown ids are 404 with their code.
-    let created = create(
-        &svc,
-        "/v1/admin/apps",
-        json!({"appid": "gone", "subject": "organization"}),
-    )
-    .await;
+    let created = svc
+        .create(
+            "/v1/admin/apps",
+            json!({"appid": "gone", "subject": "organization"}),
+        )
+        .await;
     let developer = created["developer_key"].as_str().unwrap();
     assert_eq!(
         svc.call("DELETE", "/v1/admin/apps/gone", &svc.operator, None)
@@ -278,12 +271,12 @@ async fn an_erased_user_leaves_no_trace_in_the_store_file() {
     origin.set(Behaviour::Body("cached data".into()));
     let url = origin.start().await;
     let svc = Service::start(&dir, &epoch_now(), &[]);
-    let app = create(
-        &svc,
-        "/v1/admin/apps",
-        json!({"appid": "wx1", "subject": "organization"}),
-    )
-    .await;
+    let app = svc
+        .create(
+            "/v1/admin/apps",
+            json!({"appid": "wx1", "subject": "organization"}),
+        )
+        .await;
     let developer = app["developer_key"].as_str().unwrap().to_string();
     let gray = json!({"url": url, "percent": 10, "testers": [USER, "someone-else"]});
     let (status, body) = svc
@@ -297,20 +290,20 @@ async fn an_erased_user_leaves_no_trace_in_the_store_file() {
     assert_eq!(status, 200, "{body}");
     let mut keys = Vec::new();
     for device_id in ["phone-of-erased", "tablet-of-erased"] {
-        let created = create(
-            &svc,
-            "/v1/admin/devices",
-            json!({"device_id": device_id, "user_id": USER, "zone": "Asia/Shanghai"}),
-        )
-        .await;
+        let created = svc
+            .create(
+                "/v1/admin/devices",
+                json!({"device_id": device_id, "user_id": USER, "zone": "Asia/Shanghai"}),
+            )
+            .await;
         keys.push(created["device_key"].as_str().unwrap().to_string());
     }
-    let other = create(
-        &svc,
-        "/v1/admin/devices",
-        json!({"device_id": "kept", "user_id": "u-kept", "zone": "UTC"}),
-    )
-    .await;
+    let other = svc
+        .create(
+            "/v1/admin/devices",
+            json!({"device_id": "kept", "user_id": "u-kept", "zone": "UTC"}),
+        )
+        .await;
     let kept_key = other["device_key"].as_str().unwrap().to_string();
     for key in [&keys[0], &kept_key] {
         assert_eq!(
@@ -432,12 +425,12 @@ async fn cloud_environments_are_managed_through_the_api_without_a_restart() {
     let feed = origin.start().await;
     let base = feed.trim_end_matches("/feed").to_string();
     let svc = Service::start(&dir, &epoch_now(), &[]);
-    let app = create(
-        &svc,
-        "/v1/admin/apps",
-        json!({"appid": "mini", "subject": "individual"}),
-    )
-    .await;
+    let app = svc
+        .create(
+            "/v1/admin/apps",
+            json!({"appid": "mini", "subject": "individual"}),
+        )
+        .await;
     let developer = app["developer_key"].as_str().unwrap().to_string();
     let setting = json!({"enabled": true, "source": {"cloud": {"env": "prod", "function": "feed"}}, "gray": null});
 
@@ -498,12 +491,12 @@ async fn cloud_environments_are_managed_through_the_api_without_a_restart() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let device = create(
-        &svc,
-        "/v1/admin/devices",
-        json!({"device_id": "d1", "user_id": "u1", "zone": "UTC"}),
-    )
-    .await;
+    let device = svc
+        .create(
+            "/v1/admin/devices",
+            json!({"device_id": "d1", "user_id": "u1", "zone": "UTC"}),
+        )
+        .await;
     let device_key = device["device_key"].as_str().unwrap();
     assert_eq!(
         svc.call("POST", "/v1/apps/mini/launch", device_key, None)

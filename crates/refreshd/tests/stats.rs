@@ -29,42 +29,10 @@ async fn fetches_and_deliveries_are_counted_by_hour_for_their_owners() {
     // No warp: every count lands in the current hour or the one before.
     let svc = Service::start(&dir, &epoch_now(), &["--time-warp", "1"]);
 
-    let (_, app) = svc
-        .call(
-            "POST",
-            "/v1/admin/apps",
-            &svc.operator,
-            Some(json!({"appid": "wx1", "subject": "organization"})),
-        )
-        .await;
-    let developer = app["developer_key"].as_str().unwrap().to_string();
-    let (_, other) = svc
-        .call(
-            "POST",
-            "/v1/admin/apps",
-            &svc.operator,
-            Some(json!({"appid": "wx2", "subject": "organization"})),
-        )
-        .await;
-    let other_developer = other["developer_key"].as_str().unwrap().to_string();
-    let (status, _) = svc
-        .call(
-            "PUT",
-            "/v1/apps/wx1/periodic-fetch",
-            &developer,
-            Some(json!({"enabled": true, "source": {"url": url}, "gray": null})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (_, device) = svc
-        .call(
-            "POST",
-            "/v1/admin/devices",
-            &svc.operator,
-            Some(json!({"device_id": "d1", "user_id": "u1", "zone": "UTC"})),
-        )
-        .await;
-    let device_key = device["device_key"].as_str().unwrap().to_string();
+    let developer = svc.create_app("wx1", "organization").await;
+    let other_developer = svc.create_app("wx2", "organization").await;
+    svc.fetch_from(&developer, "wx1", &url).await;
+    let device_key = svc.create_device("d1", "u1", "UTC").await;
     assert_eq!(
         svc.call("POST", "/v1/apps/wx1/launch", &device_key, None)
             .await

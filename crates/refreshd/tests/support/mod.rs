@@ -158,6 +158,48 @@ impl Service {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// POSTs `body` to an operator path and answers the created object (201 asserted).
+    pub async fn create(&self, path: &str, body: Value) -> Value {
+        let (status, created) = self.call("POST", path, &self.operator, Some(body)).await;
+        assert_eq!(status, 201, "{path}: {created}");
+        created
+    }
+
+    /// An app of `subject` ("individual" or "organization"); answers its developer key.
+    pub async fn create_app(&self, appid: &str, subject: &str) -> String {
+        let app = self
+            .create(
+                "/v1/admin/apps",
+                serde_json::json!({"appid": appid, "subject": subject}),
+            )
+            .await;
+        app["developer_key"].as_str().unwrap().to_string()
+    }
+
+    /// A device of `user_id` in `zone`; answers its key.
+    pub async fn create_device(&self, device_id: &str, user_id: &str, zone: &str) -> String {
+        let device = self
+            .create(
+                "/v1/admin/devices",
+                serde_json::json!({"device_id": device_id, "user_id": user_id, "zone": zone}),
+            )
+            .await;
+        device["device_key"].as_str().unwrap().to_string()
+    }
+
+    /// Sets `appid`'s periodic fetch to the URL `url` (200 asserted).
+    pub async fn fetch_from(&self, developer: &str, appid: &str, url: &str) {
+        let (status, body) = self
+            .call(
+                "PUT",
+                &format!("/v1/apps/{appid}/periodic-fetch"),
+                developer,
+                Some(serde_json::json!({"enabled": true, "source": {"url": url}, "gray": null})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
