@@ -1,52 +1,44 @@
-//! The in-memory due-index: every subject with a planned wake-up, earliest first. It is
-//! a cache of the store's `next_wake_at` columns and is rebuilt from them at start.
+//! When the wake loop must look at the store next.
+//!
+//! The store is the due-index: every subject's `next_wake_at` is an indexed column, and
+//! claiming due work is one range scan on it (`Store::claim_due`). The engine keeps
+//! nothing per subject in memory, only the earliest instant it knows something may be
+//! due: the store's earliest planned wake-up, read after each pass of the wake loop,
+//! lowered by every plan committed since. That instant may be early (a subject planned
+//! earlier and re-planned later since), which costs one look that claims nothing and
+//! reads the store's earliest again; it is never late, because every plan lowers it
+//! before the loop sleeps again. Memory stays constant however many subjects a node
+//! holds, and a start reads one row, not the whole index.
 
-use refreshd_store::SubjectKey;
-use std::collections::{BTreeSet, HashMap};
-
+/// The earliest instant (UTC ms) worth a look at the store; `None` when nothing is
+/// planned as far as this node knows.
 #[derive(Debug, Default)]
-pub struct DueIndex {
-    by_time: BTreeSet<(i64, SubjectKey)>,
-    planned: HashMap<SubjectKey, i64>,
+pub struct DueHint {
+    earliest: Option<i64>,
 }
 
-impl DueIndex {
-    /// Plans `subject` at `at`, or removes it with `None`.
-    pub fn set(&mut self, subject: SubjectKey, at: Option<i64>) {
-        if let Some(old) = self.planned.remove(&subject) {
-            self.by_time.remove(&(old, subject.clone()));
-        }
-        if let Some(at) = at {
-            self.by_time.insert((at, subject.clone()));
-            self.planned.insert(subject, at);
-        }
+impl DueHint {
+    /// A subject was planned at `at`.
+    pub fn planned(&mut self, at: i64) {
+        self.earliest = Some(self.earliest.map_or(at, |e| e.min(at)));
     }
 
-    /// The earliest planned instant.
+    /// The earliest known instant.
     pub fn earliest(&self) -> Option<i64> {
-        self.by_time.first().map(|(at, _)| *at)
+        self.earliest
     }
 
-    /// Removes and returns every subject due at or before `now`, earliest first.
-    pub fn take_due(&mut self, now: i64) -> Vec<(i64, SubjectKey)> {
-        let mut due = Vec::new();
-        while let Some((at, _)) = self.by_time.first() {
-            if *at > now {
-                break;
-            }
-            let (at, subject) = self.by_time.pop_first().expect("checked non-empty");
-            self.planned.remove(&subject);
-            due.push((at, subject));
+    /// Forgets the hint before the store's earliest is read; plans committed while it
+    /// is read lower the new hint again (see [`DueHint::merge_store`]).
+    pub fn reset(&mut self) {
+        self.earliest = None;
+    }
+
+    /// Adds the store's earliest planned wake-up, read after [`DueHint::reset`].
+    pub fn merge_store(&mut self, store_earliest: Option<i64>) {
+        if let Some(at) = store_earliest {
+            self.planned(at);
         }
-        due
-    }
-
-    pub fn len(&self) -> usize {
-        self.planned.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.planned.is_empty()
     }
 }
 
@@ -55,19 +47,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replanning_moves_a_subject_and_due_ones_come_out_in_order() {
-        let mut index = DueIndex::default();
-        let a = SubjectKey::Device("a".into());
-        let b = SubjectKey::Device("b".into());
-        index.set(a.clone(), Some(30));
-        index.set(b.clone(), Some(10));
-        index.set(a.clone(), Some(5));
-        assert_eq!(index.len(), 2);
-        assert_eq!(index.earliest(), Some(5));
-        assert_eq!(index.take_due(20), vec![(5, a), (10, b.clone())]);
-        assert!(index.is_empty());
-        index.set(b.clone(), Some(1));
-        index.set(b, None);
-        assert_eq!(index.earliest(), None);
+    fn a_hint_is_the_earliest_plan_and_a_reset_reads_the_store_again() {
+        let mut hint = DueHint::default();
+        assert_eq!(hint.earliest(), None);
+        hint.planned(30);
+        hint.planned(10);
+        hint.planned(20);
+        assert_eq!(hint.earliest(), Some(10));
+        hint.reset();
+        // A plan committed while the store's earliest was being read still counts.
+        hint.planned(25);
+        hint.merge_store(Some(40));
+        assert_eq!(hint.earliest(), Some(25));
+        hint.reset();
+        hint.merge_store(None);
+        assert_eq!(hint.earliest(), None);
     }
 }

@@ -6,8 +6,9 @@
 //! only through them.
 
 use crate::clock::Clock;
-use crate::due::DueIndex;
+use crate::due::DueHint;
 use crate::error::EngineError;
+use crate::running::RunningFetches;
 use crate::secrets::{random_bytes, TokenSealer};
 use crate::transport::Transport;
 use crate::wire;
@@ -77,14 +78,15 @@ pub struct Engine {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) sealer: TokenSealer,
     pub(crate) settings: EngineSettings,
-    due: Mutex<DueIndex>,
+    /// When the wake loop must look at the store next (`due`).
+    due: Mutex<DueHint>,
     pub(crate) due_changed: Notify,
     pub(crate) deliveries_waiting: Notify,
     locks: Mutex<HashMap<SubjectKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Device ids with new host events (SSE listeners re-read the store).
     host_events: broadcast::Sender<String>,
     /// Pairs whose fetch runs in this process now.
-    pub(crate) fetching: Mutex<HashMap<(String, String), usize>>,
+    pub(crate) fetching: Mutex<RunningFetches>,
     /// Each provider's parsed form definitions, so that adding or re-planning a form
     /// does not read the whole config again. One entry per provider, each holding at
     /// most `MAX_CONFIG_BYTES` of text: bounded by the number of providers.
@@ -175,12 +177,12 @@ impl Engine {
             transport,
             sealer,
             settings,
-            due: Mutex::new(DueIndex::default()),
+            due: Mutex::new(DueHint::default()),
             due_changed: Notify::new(),
             deliveries_waiting: Notify::new(),
             locks: Mutex::new(HashMap::new()),
             host_events: broadcast::channel(1024).0,
-            fetching: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(RunningFetches::default()),
             parsed_configs: Mutex::new(HashMap::new()),
             decision_tap: Mutex::new(None),
         })
@@ -223,32 +225,47 @@ impl Engine {
         self.host_events.clone()
     }
 
-    /// Rebuilds the due-index from the store (at start, T5 catch-up follows naturally:
-    /// overdue subjects are woken once at the current instant).
-    pub async fn load_due_index(&self) -> Result<usize, EngineError> {
+    /// Prepares the wake loop at start: claims left by this node's predecessor are
+    /// released (one node only) and the store's earliest planned wake-up is read. Nothing
+    /// per subject is loaded: the store is the due-index. T5's catch-up follows
+    /// naturally: overdue subjects are claimed and woken once at the current instant.
+    /// Answers how many subjects have a planned wake-up.
+    pub async fn load_due_index(&self) -> Result<i64, EngineError> {
         self.store.release_claims_at_start().await?;
-        let planned = self.store.planned_wakeups().await?;
-        let mut index = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        for (subject, at) in planned {
-            index.set(subject, Some(at));
+        self.refresh_due_hint().await?;
+        let planned = self.store.count_planned().await?;
+        metrics::gauge!("refreshd_due_subjects").set(planned as f64);
+        Ok(planned)
+    }
+
+    /// Reads the store's earliest planned wake-up into the hint (after a pass of the
+    /// wake loop, and at start).
+    pub(crate) async fn refresh_due_hint(&self) -> Result<(), EngineError> {
+        self.due.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        let earliest = self.store.earliest_wake_at(self.now().as_millis()).await;
+        let mut hint = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        match earliest {
+            Ok(earliest) => {
+                hint.merge_store(earliest);
+                Ok(())
+            }
+            Err(error) => {
+                // Unknown: look again at once rather than sleep past work.
+                hint.planned(i64::MIN);
+                Err(error.into())
+            }
         }
-        metrics::gauge!("refreshd_due_subjects").set(index.len() as f64);
-        Ok(index.len())
     }
 
-    pub(crate) fn plan(&self, subject: SubjectKey, at: Option<Instant>) {
-        let mut index = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        index.set(subject, at.map(Instant::as_millis));
-        metrics::gauge!("refreshd_due_subjects").set(index.len() as f64);
-        drop(index);
-        self.due_changed.notify_one();
-    }
-
-    pub(crate) fn take_due(&self, now: Instant) -> Vec<(i64, SubjectKey)> {
-        self.due
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_due(now.as_millis())
+    /// A subject was committed with its next wake-up at `at`.
+    pub(crate) fn plan(&self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.due
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .planned(at.as_millis());
+            self.due_changed.notify_one();
+        }
     }
 
     pub(crate) fn earliest_due(&self) -> Option<Instant> {
@@ -362,14 +379,11 @@ impl Engine {
         let has_deliveries = !commit.deliveries.is_empty();
         let has_events = !commit.events.is_empty();
         let started = std::time::Instant::now();
-        self.store.commit_device(&commit).await?;
+        self.store.commit_device(commit).await?;
         self.tap(tapped);
         metrics::histogram!("refreshd_store_commit_seconds")
             .record(started.elapsed().as_secs_f64());
-        self.plan(
-            SubjectKey::Device(device_id.to_string()),
-            device.next_wakeup(),
-        );
+        self.plan(device.next_wakeup());
         if has_deliveries {
             self.deliveries_waiting.notify_one();
         }
@@ -506,7 +520,7 @@ impl Engine {
                 continue;
             }
             let (result, next) = result?;
-            self.plan(key, next);
+            self.plan(next);
             return Ok(result);
         }
     }
@@ -540,7 +554,7 @@ impl Engine {
         record.state = serde_json::to_string(&pair).map_err(EngineError::corrupt)?;
         record.next_wake_at = next.map(Instant::as_millis);
         self.store
-            .commit_pair(&PairCommit {
+            .commit_pair(PairCommit {
                 record,
                 expected_version,
                 log: None,
@@ -561,23 +575,26 @@ impl Engine {
         Ok(self.settings.cloud_envs.get(env).cloned())
     }
 
-    /// Orders a due fetch of a pair, if the rules say one is due.
+    /// Orders a due fetch of `user_id`'s pair of `app`, if the rules say one is due.
     pub(crate) async fn order_due_fetch(
         &self,
-        appid: &str,
+        app: &App,
         user_id: &str,
     ) -> Result<Option<FetchOrder>, EngineError> {
-        let app = match self.app(appid).await {
-            Ok(app) => app,
-            Err(EngineError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        let appid = app.appid();
+        let (running, app_is_full) = {
+            let fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                fetching.is_running(appid, user_id),
+                fetching.app_is_full(appid),
+            )
         };
-        let running = self
-            .fetching
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&(appid.to_string(), user_id.to_string()));
-        self.with_pair(&app, user_id, |pair, _, now| {
+        if app_is_full {
+            // Its claim holds the pair until it lapses; it is ordered then.
+            metrics::counter!("refreshd_fetches_postponed_total").increment(1);
+            return Ok(None);
+        }
+        self.with_pair(app, user_id, |pair, _, now| {
             if pair.is_in_flight() {
                 if running {
                     return Ok(None);
@@ -585,7 +602,7 @@ impl Engine {
                 // Ordered before a crash and never recorded: order it again (T5).
                 pair.abandon_in_flight();
             }
-            Ok(pair.wake(now, &app, user_id))
+            Ok(pair.wake(now, app, user_id))
         })
         .await
     }

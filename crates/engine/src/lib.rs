@@ -1,7 +1,7 @@
 //! refreshd's engine: the only part that reads a clock or sleeps.
 //!
-//! It keeps a due-index of subjects (devices, user-app pairs) by next wake-up, wakes the
-//! earliest, loads its state, runs the rules, and commits the new state with every
+//! The store is its due-index of subjects (devices, user-app pairs) by next wake-up; it
+//! wakes the earliest, loads its state, runs the rules, and commits the new state with every
 //! decision it caused in one transaction *before* carrying anything out. Deliveries are
 //! rows in that commit, sent by a worker with retries under a stable id; fetch orders
 //! are marked in the pair's state with a lease, so a crash re-orders them once (T5).
@@ -21,7 +21,9 @@ pub mod commands;
 pub mod due;
 pub mod engine;
 pub mod error;
+pub mod import;
 pub mod run;
+pub mod running;
 pub mod secrets;
 pub mod transport;
 pub mod wire;

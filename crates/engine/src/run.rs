@@ -4,13 +4,14 @@ use crate::engine::{ConflictRetries, Engine, TappedDecision};
 use crate::error::EngineError;
 use crate::secrets::signature_header;
 use crate::wire::{fetched_data_announcement, form_data_event};
+use futures_util::StreamExt;
 use refreshd_fetch::{BlockReason, FetchFailure, Outbound};
 use refreshd_rules::periodic::{
-    fetch_url, FetchAnswer, FetchCache, FetchOrder, FetchOutcome, Source,
+    fetch_url, App, FetchAnswer, FetchCache, FetchOrder, FetchOutcome, Source,
 };
 use refreshd_rules::Instant;
 use refreshd_store::{
-    AttemptTiming, DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit,
+    AttemptTiming, DeliveryFinish, DeliveryRecord, FetchLogEntry, FormData, PairCommit, PairRecord,
     ProviderRecord, SigningSecrets, SubjectKey,
 };
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -18,11 +19,16 @@ use reqwest::Method;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 /// Subjects claimed per look at the store.
 const CLAIM_BATCH: i64 = 256;
+/// Due pairs woken at once within one step: their commits are written together.
+const PAIR_WAKES_AT_ONCE: usize = 64;
+/// Ordered fetches being carried out by this node at once, at most. Each is a task and
+/// a pair's state; the per-origin limit decides how many reach one origin at a time.
+pub const MAX_FETCHES_IN_FLIGHT: usize = 4096;
 /// Deliveries claimed per look at the store.
 const DELIVERY_CLAIM_BATCH: usize = 64;
 /// Deliveries being sent by this node at once, at most. Sends are cheap tasks (most of
@@ -133,6 +139,8 @@ pub struct DueFetch {
     /// When the pair was due, for a scheduled fetch (its lateness is counted); `None`
     /// for a fetch-now.
     pub due_at: Option<Instant>,
+    /// The app as it was read when the fetch was ordered (read again when absent).
+    pub app: Option<Arc<App>>,
 }
 
 /// What one step of the wake loop did.
@@ -158,8 +166,11 @@ pub struct FetchReport {
 
 impl Engine {
     /// Wakes due subjects until `shutdown` turns true. A subject that fails is logged
-    /// and planned again shortly; one bad subject never stops the loop.
+    /// and planned again shortly; one bad subject never stops the loop. At most
+    /// [`MAX_FETCHES_IN_FLIGHT`] ordered fetches run at once; the loop claims no more
+    /// while they are all taken, so a backlog waits in the store, not in memory.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let fetch_slots = Arc::new(Semaphore::new(MAX_FETCHES_IN_FLIGHT));
         loop {
             if *shutdown.borrow() {
                 return;
@@ -167,8 +178,15 @@ impl Engine {
             let now = self.now();
             let step = self.wake_due_once().await;
             for fetch in step.fetches {
+                // Ordered fetches are leased: one not started before shutdown is
+                // ordered again once its lease ends (T5).
+                let slot = tokio::select! {
+                    slot = fetch_slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    _ = shutdown.changed() => return,
+                };
                 let engine = self.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let appid = fetch.appid.clone();
                     if let Err(error) = engine.execute_fetch(fetch).await {
                         metrics::counter!("refreshd_engine_errors_total", "step" => "record_fetch")
@@ -184,6 +202,10 @@ impl Engine {
             match self.store.count_due(self.now().as_millis()).await {
                 Ok(backlog) => metrics::gauge!("refreshd_due_backlog").set(backlog as f64),
                 Err(error) => tracing::debug!(%error, "counting the backlog failed"),
+            }
+            if let Err(error) = self.refresh_due_hint().await {
+                // The poll below looks again.
+                tracing::warn!(%error, "reading the earliest planned wake-up failed");
             }
             let poll_at = now.plus_millis(self.settings.poll_interval_ms);
             let wake_at = self.earliest_due().map_or(poll_at, |at| at.min(poll_at));
@@ -220,38 +242,86 @@ impl Engine {
                 Vec::new()
             }
         };
-        // Local hints at or before now are covered by the claim (or by another node).
-        self.take_due(now);
         let mut step = WakeStep {
             woken: claimed.len(),
             batch_full: claimed.len() as i64 == CLAIM_BATCH,
             fetches: Vec::new(),
         };
+        // Devices one by one, in the order they were due (their decisions are reported
+        // in that order); then the pairs, many at once, so that their commits share
+        // group commits. The fetches they order keep the pairs' order.
+        let mut pairs = Vec::new();
         for (subject, due_at) in claimed {
-            let result = match &subject {
-                SubjectKey::Device(id) => self.wake_device(id, due_at).await,
-                SubjectKey::Pair { appid, user_id } => {
-                    self.order_due_fetch(appid, user_id).await.map(|order| {
-                        step.fetches.extend(order.map(|order| DueFetch {
-                            appid: appid.clone(),
-                            user_id: user_id.clone(),
-                            order,
-                            due_at: Some(Instant::from_millis(due_at)),
-                        }))
-                    })
+            match subject {
+                SubjectKey::Device(id) => {
+                    if let Err(error) = self.wake_device(&id, due_at).await {
+                        metrics::counter!("refreshd_engine_errors_total", "step" => "wake")
+                            .increment(1);
+                        tracing::warn!(device_id = %id, %error, "waking a subject failed");
+                    }
+                }
+                SubjectKey::Pair { appid, user_id } => pairs.push((appid, user_id, due_at)),
+            }
+        }
+        // Each app is read once per pass, and handed to the fetches it orders.
+        let mut apps: HashMap<String, Option<Arc<App>>> = HashMap::new();
+        for (appid, _, _) in &pairs {
+            if apps.contains_key(appid) {
+                continue;
+            }
+            let app = match self.app(appid).await {
+                Ok(app) => Some(Arc::new(app)),
+                // Deleted: its pairs went with it.
+                Err(EngineError::NotFound(_)) => None,
+                Err(error) => {
+                    metrics::counter!("refreshd_engine_errors_total", "step" => "wake")
+                        .increment(1);
+                    tracing::warn!(%appid, %error, "reading an app failed; its due pairs wait for their claims to lapse");
+                    None
                 }
             };
-            if let Err(error) = result {
-                metrics::counter!("refreshd_engine_errors_total", "step" => "wake").increment(1);
-                tracing::warn!(?subject, %error, "waking a subject failed");
+            apps.insert(appid.clone(), app);
+        }
+        let ordered: Vec<_> = futures_util::stream::iter(pairs)
+            .filter_map(|(appid, user_id, due_at)| {
+                let app = apps.get(&appid).cloned().flatten();
+                std::future::ready(app.map(|app| (app, user_id, due_at)))
+            })
+            .map(|(app, user_id, due_at)| async move {
+                let order = self.order_due_fetch(&app, &user_id).await;
+                (app, user_id, due_at, order)
+            })
+            .buffered(PAIR_WAKES_AT_ONCE)
+            .collect()
+            .await;
+        for (app, user_id, due_at, order) in ordered {
+            match order {
+                Ok(Some(order)) => step.fetches.push(DueFetch {
+                    appid: app.appid().to_string(),
+                    user_id,
+                    order,
+                    due_at: Some(Instant::from_millis(due_at)),
+                    app: Some(app),
+                }),
+                Ok(None) => {}
+                Err(error) => {
+                    metrics::counter!("refreshd_engine_errors_total", "step" => "wake")
+                        .increment(1);
+                    tracing::warn!(appid = app.appid(), %error, "waking a subject failed");
+                }
             }
         }
         step
     }
 
-    /// The earliest instant a subject of this node is planned to wake at, if any.
-    pub fn next_wakeup(&self) -> Option<Instant> {
-        self.earliest_due()
+    /// The earliest instant a subject is planned to wake at, read from the store (the
+    /// due-index), if any; subjects claimed right now are not counted.
+    pub async fn next_wakeup(&self) -> Result<Option<Instant>, EngineError> {
+        Ok(self
+            .store
+            .earliest_wake_at(self.now().as_millis())
+            .await?
+            .map(Instant::from_millis))
     }
 
     /// Starts copying every committed form decision to the returned receiver (one
@@ -280,25 +350,20 @@ impl Engine {
             user_id,
             order,
             due_at,
+            app,
         } = fetch;
         let (appid, user_id) = (appid.as_str(), user_id.as_str());
-        let key = (appid.to_string(), user_id.to_string());
-        // A count, not a flag: a fetch-now may run beside a scheduled fetch (P11).
-        *self
-            .fetching
+        self.fetching
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
-            .or_insert(0) += 1;
-        let report = self.fetch_and_record(appid, user_id, order, due_at).await;
-        let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(running) = fetching.get_mut(&key) {
-            *running -= 1;
-            if *running == 0 {
-                fetching.remove(&key);
-            }
-        }
-        drop(fetching);
+            .start(appid, user_id);
+        let report = self
+            .fetch_and_record(appid, user_id, order, due_at, app)
+            .await;
+        self.fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish(appid, user_id);
         report
     }
 
@@ -308,8 +373,12 @@ impl Engine {
         user_id: &str,
         order: FetchOrder,
         due_at: Option<Instant>,
+        app: Option<Arc<App>>,
     ) -> Result<FetchReport, EngineError> {
-        let app = self.app(appid).await?;
+        let app = match app {
+            Some(app) => app,
+            None => Arc::new(self.app(appid).await?),
+        };
         let record = self
             .store
             .get_pair(appid, user_id)
@@ -332,15 +401,14 @@ impl Engine {
                 .map(|base| format!("{}/{function}", base.trim_end_matches('/'))),
         };
         let sent_at = self.now();
+        // Only the ETag matters before the fetch (P12); the body is not copied.
         let cache = FetchCache {
-            data: record.cached_data.clone(),
-            time_stamp_ms: record.cached_at,
-            sent_at_ms: record.cached_sent_at,
             etag: record
                 .etag
                 .clone()
                 .zip(record.etag_url.clone())
                 .map(|(e, u)| (u, e)),
+            ..FetchCache::default()
         };
         let started = std::time::Instant::now();
         let result = match &base {
@@ -405,37 +473,41 @@ impl Engine {
             lateness_ms: due_at.map(|due| sent_at.millis_since(due).max(0)),
         };
         let mut retries = ConflictRetries::default();
+        // The record read before the fetch is applied first; only when the pair changed
+        // meanwhile (a lost race) is it read again.
+        let mut known = Some(record);
         let (time_stamp, next) = loop {
-            let result = self.record_fetch(&app, user_id, &completion).await;
+            let result = self
+                .record_fetch(&app, user_id, &completion, known.take())
+                .await;
             if !retries.again(&result) {
                 break result?;
             }
         };
-        self.plan(
-            SubjectKey::Pair {
-                appid: appid.to_string(),
-                user_id: user_id.to_string(),
-            },
-            next,
-        );
+        self.plan(next);
         Ok(FetchReport {
             time_stamp,
             ..report
         })
     }
 
-    /// Applies a completed fetch to the pair, its cache and its log, in one commit.
+    /// Applies a completed fetch to the pair, its cache and its log, in one commit;
+    /// `known` is the pair as last read, if it may still be current.
     async fn record_fetch(
         &self,
         app: &refreshd_rules::periodic::App,
         user_id: &str,
         done: &FetchCompletion,
+        known: Option<PairRecord>,
     ) -> Result<(Option<i64>, Option<Instant>), EngineError> {
-        let mut record = self
-            .store
-            .get_pair(app.appid(), user_id)
-            .await?
-            .unwrap_or_default();
+        let mut record = match known {
+            Some(record) => record,
+            None => self
+                .store
+                .get_pair(app.appid(), user_id)
+                .await?
+                .unwrap_or_default(),
+        };
         let mut pair: refreshd_rules::periodic::FetchPair =
             serde_json::from_str(&record.state).map_err(EngineError::corrupt)?;
         let cached_before = record.cached_at;
@@ -478,7 +550,7 @@ impl Engine {
         };
         let announced = self
             .store
-            .commit_pair(&PairCommit {
+            .commit_pair(PairCommit {
                 record,
                 expected_version,
                 log: Some(done.log.clone()),

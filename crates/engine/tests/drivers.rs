@@ -90,7 +90,11 @@ async fn p8_p9_the_wake_step_orders_due_fetches_and_execute_fetch_records_them()
     assert!(engine.wake_due_once().await.fetches.is_empty());
     engine.launch("wx1", "u1").await.unwrap();
     engine.set_token("wx1", "u1", "t-1").await.unwrap();
-    assert_eq!(engine.next_wakeup(), Some(T0), "P8: due once eligible");
+    assert_eq!(
+        engine.next_wakeup().await.unwrap(),
+        Some(T0),
+        "P8: due once eligible"
+    );
 
     let step = engine.wake_due_once().await;
     assert_eq!(step.fetches.len(), 1);
@@ -111,7 +115,11 @@ async fn p8_p9_the_wake_step_orders_due_fetches_and_execute_fetch_records_them()
         )]
     );
     let next = T0.plus_millis(12 * HOUR_MS);
-    assert_eq!(engine.next_wakeup(), Some(next), "P8: 12 h after a success");
+    assert_eq!(
+        engine.next_wakeup().await.unwrap(),
+        Some(next),
+        "P8: 12 h after a success"
+    );
 
     // P9: a failure at the next wake-up retries 5 minutes later.
     clock.set(next);
@@ -121,6 +129,92 @@ async fn p8_p9_the_wake_step_orders_due_fetches_and_execute_fetch_records_them()
         let report = engine.execute_fetch(fetch).await.unwrap();
         assert_eq!(report.outcome, FetchOutcome::HttpStatus);
     }
-    assert_eq!(engine.next_wakeup(), Some(next.plus_millis(5 * 60_000)));
+    assert_eq!(
+        engine.next_wakeup().await.unwrap(),
+        Some(next.plus_millis(5 * 60_000))
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An imported user base is planned by the rules as the inputs it stands for would have
+/// planned it: launched users with a token and no success are due at once (P8), those
+/// with a recent success 12 h after it, those without a token or inactive not at all
+/// (P7); tokens are sealed and sent as set.
+#[tokio::test]
+async fn p5_p8_imported_users_are_planned_as_their_launch_token_and_success_say() {
+    use refreshd_engine::import::ImportedUser;
+    let dir = std::env::temp_dir().join(format!("refreshd-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap());
+    let clock = Arc::new(ManualClock::new(T0));
+    let origin = Arc::new(Origin {
+        status: Mutex::new(200),
+        fetched: Mutex::new(Vec::new()),
+    });
+    let fetcher =
+        Arc::new(Fetcher::new(DestinationPolicy::new(Vec::new()), FetchLimits::default()).unwrap());
+    let engine = Engine::with_transport(
+        store.clone(),
+        clock.clone(),
+        fetcher,
+        origin.clone(),
+        TokenSealer::new(&SecretKey([3; 32])),
+        EngineSettings::default(),
+    );
+    let app = App::new(
+        "wx1",
+        SubjectType::Organization,
+        Some(PeriodicSetting {
+            enabled: true,
+            source: Source::Url("https://data.example.com/feed".into()),
+            gray: None,
+        }),
+    )
+    .unwrap();
+    store
+        .insert_app("wx1", &serde_json::to_string(&app).unwrap(), None, None)
+        .await
+        .unwrap();
+    let user =
+        |id: &str, token: Option<&str>, launch_hours_ago: i64, success: Option<i64>| ImportedUser {
+            user_id: id.into(),
+            token: token.map(str::to_string),
+            last_launch: Instant::from_millis(T0.as_millis() - launch_hours_ago * HOUR_MS),
+            last_success: success.map(|h| Instant::from_millis(T0.as_millis() - h * HOUR_MS)),
+        };
+    let users = [
+        user("due-now", Some("tok-a"), 1, None),
+        user("after-success", Some("tok-b"), 1, Some(2)),
+        user("no-token", None, 1, None),
+        user("inactive", Some("tok-c"), 8 * 24, None),
+    ];
+    assert_eq!(engine.import_users("wx1", &users).await.unwrap(), 4);
+    assert_eq!(
+        engine.import_users("wx1", &users[..1]).await.unwrap(),
+        0,
+        "a user with a pair already is left as it is"
+    );
+    assert!(
+        engine
+            .import_users("wx1", &[user("bad", Some(""), 1, None)])
+            .await
+            .is_err(),
+        "an empty token is refused (P5)"
+    );
+    assert!(engine.import_users("nope", &users).await.is_err());
+    assert_eq!(engine.next_wakeup().await.unwrap(), Some(T0));
+
+    let step = engine.wake_due_once().await;
+    let due: Vec<&str> = step.fetches.iter().map(|f| f.user_id.as_str()).collect();
+    assert_eq!(due, ["due-now"]);
+    for fetch in step.fetches {
+        engine.execute_fetch(fetch).await.unwrap();
+    }
+    assert!(origin.fetched.lock().unwrap()[0].contains("token=tok-a"));
+    // The one with a success two hours ago is next, ten hours from now.
+    assert_eq!(
+        engine.next_wakeup().await.unwrap(),
+        Some(T0.plus_millis(10 * HOUR_MS))
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -3,6 +3,7 @@
 
 mod data_dir;
 mod http_server;
+mod import;
 mod lint;
 mod serve;
 mod simulate_engine;
@@ -58,6 +59,8 @@ enum LintFormat {
 enum Command {
     /// Run the service: the HTTP API, the engine and the fetcher, on the embedded store.
     Serve(Box<serve::ServeArgs>),
+    /// Load users' periodic-fetch pairs from JSON lines (moving a user base to refreshd).
+    Import(import::ImportArgs),
     /// Run a scenario through the rules with a virtual clock.
     Simulate {
         scenario: PathBuf,
@@ -190,5 +193,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve::run(*args).map(|()| ExitCode::SUCCESS),
+        Command::Import(args) => import::run(args),
     }
 }

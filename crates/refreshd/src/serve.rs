@@ -13,6 +13,7 @@ use refreshd_engine::secrets::{hash_key, new_api_key, random_bytes, SecretKey, T
 use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock, WarpClock};
 use refreshd_fetch::{DestinationPolicy, FetchLimits, Fetcher};
 use refreshd_store::{KeyKind, KeyRecord, PgStore, SqliteStore, Store};
+pub(crate) use settings::StoreSetting;
 use settings::{resolve, Settings};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,7 +44,7 @@ fn write_secret_file(path: &Path, contents: &str) -> Result<()> {
 }
 
 /// The token-sealing key: `REFRESHD_SECRET_KEY` (64 hex digits) or a generated file.
-fn secret_key(data_dir: &Path) -> Result<SecretKey> {
+pub(crate) fn secret_key(data_dir: &Path) -> Result<SecretKey> {
     let text = match std::env::var("REFRESHD_SECRET_KEY") {
         Ok(text) => text,
         Err(_) => {
@@ -137,6 +138,38 @@ impl Signals {
     }
 }
 
+/// Opens the store `serve` (and `import`) works on: PostgreSQL for a URL, else the
+/// SQLite file (by default in the data directory), held by `holder` until the returned
+/// lock is dropped so that no second process writes it.
+pub(crate) async fn open_store(
+    setting: Option<&StoreSetting>,
+    data_dir: &Path,
+    holder: &str,
+    node_id: &str,
+) -> Result<(Arc<dyn Store>, Option<StoreLock>)> {
+    Ok(match setting {
+        Some(url) if url.is_postgres() => {
+            // Never print the URL: it may carry a password.
+            println!("store: PostgreSQL (fleet mode, node {node_id})");
+            let store = PgStore::open(url.as_str())
+                .await
+                .context("cannot open the PostgreSQL store")?;
+            (Arc::new(store), None)
+        }
+        other => {
+            let path = other
+                .map(|store| PathBuf::from(store.as_str()))
+                .unwrap_or_else(|| data_dir.join("refreshd.sqlite3"));
+            println!("store: SQLite at {}", path.display());
+            let lock = StoreLock::open(&path, holder)?;
+            let store = SqliteStore::open(&path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            (Arc::new(store), Some(lock))
+        }
+    })
+}
+
 pub fn run(args: ServeArgs) -> Result<()> {
     let settings = resolve(args)?;
     tracing_subscriber::fmt()
@@ -163,31 +196,13 @@ async fn serve(settings: Settings) -> Result<()> {
     let holder = format!("listening on {local}");
     // Held until the process ends: one `serve` per data directory, and per SQLite file.
     let _data_dir = DataDir::open(&settings.data_dir, &holder)?;
-    let mut _store_lock = None;
-    let store: Arc<dyn Store> = match settings.store.as_ref() {
-        Some(url) if url.is_postgres() => {
-            let url = url.as_str();
-            // Never print the URL: it may carry a password.
-            println!("store: PostgreSQL (fleet mode, node {})", settings.node_id);
-            Arc::new(
-                PgStore::open(url)
-                    .await
-                    .context("cannot open the PostgreSQL store")?,
-            )
-        }
-        other => {
-            let path = other
-                .map(|store| PathBuf::from(store.as_str()))
-                .unwrap_or_else(|| settings.data_dir.join("refreshd.sqlite3"));
-            println!("store: SQLite at {}", path.display());
-            _store_lock = Some(StoreLock::open(&path, &holder)?);
-            Arc::new(
-                SqliteStore::open(&path)
-                    .await
-                    .with_context(|| format!("cannot open {}", path.display()))?,
-            )
-        }
-    };
+    let (store, _store_lock) = open_store(
+        settings.store.as_ref(),
+        &settings.data_dir,
+        &holder,
+        &settings.node_id,
+    )
+    .await?;
     let clock: Arc<dyn Clock> = match settings.time_warp {
         Some(factor) => {
             let clock = WarpClock::new(factor, settings.time_warp_epoch);

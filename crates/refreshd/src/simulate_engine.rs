@@ -265,6 +265,7 @@ impl<'s> EngineDriver<'s> {
             let wake_at = self
                 .engine
                 .next_wakeup()
+                .await?
                 .filter(|at| last.is_none_or(|last| *at > last));
             let Some(at) = [event_at, wake_at].into_iter().flatten().min() else {
                 break;

@@ -144,6 +144,11 @@ fn describe() {
         "Periodic fetches from developers' servers, by outcome."
     );
     metrics::describe_counter!(
+        "refreshd_fetches_postponed_total",
+        Unit::Count,
+        "Due periodic fetches left for a later pass because their app already runs its share of this node's fetches."
+    );
+    metrics::describe_counter!(
         "refreshd_commit_conflicts_total",
         Unit::Count,
         "Store commits that lost a race with another node and were run again."
@@ -186,7 +191,7 @@ fn describe() {
     metrics::describe_gauge!(
         "refreshd_due_subjects",
         Unit::Count,
-        "Subjects this node has planned to wake (devices and periodic fetches)."
+        "Subjects with a planned wake-up (devices and periodic fetches), counted in the store at start."
     );
     metrics::describe_gauge!(
         "refreshd_sse_clients",
@@ -211,6 +216,7 @@ fn register() {
     for step in ENGINE_ERROR_STEPS {
         metrics::counter!("refreshd_engine_errors_total", "step" => step).increment(0);
     }
+    metrics::counter!("refreshd_fetches_postponed_total").increment(0);
     metrics::counter!("refreshd_commit_conflicts_total").increment(0);
     metrics::counter!("refreshd_connections_refused_total").increment(0);
     metrics::counter!("refreshd_rate_limited_requests_total").increment(0);

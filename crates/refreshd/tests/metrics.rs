@@ -18,10 +18,11 @@ fn free_port() -> u16 {
 }
 
 /// Every family refreshd exports, with its Prometheus type.
-const FAMILIES: [(&str, &str); 13] = [
+const FAMILIES: [(&str, &str); 14] = [
     ("refreshd_refreshes_total", "counter"),
     ("refreshd_deliveries_total", "counter"),
     ("refreshd_fetches_total", "counter"),
+    ("refreshd_fetches_postponed_total", "counter"),
     ("refreshd_commit_conflicts_total", "counter"),
     ("refreshd_connections_refused_total", "counter"),
     ("refreshd_rate_limited_requests_total", "counter"),

@@ -493,6 +493,27 @@ impl FetchPair {
         self.in_flight
     }
 
+    /// A pair carried over from elsewhere (an operator importing a user base): as if
+    /// the user launched at `last_launch`, set a token when `has_token`, and had a
+    /// successful fetch complete at `last_success` (P8: the next one is due 12 h after
+    /// it, plus the user's `jitter_ms`). Without a success it is due once eligible.
+    pub fn imported(
+        last_launch: Instant,
+        has_token: bool,
+        last_success: Option<Instant>,
+        jitter_ms: i64,
+    ) -> FetchPair {
+        let mut pair = FetchPair::default();
+        pair.launch(last_launch);
+        if has_token {
+            pair.token_set();
+        }
+        if let Some(at) = last_success {
+            pair.record_outcome(at, FetchOutcome::Ok, None, jitter_ms);
+        }
+        pair
+    }
+
     /// P6: records a launch.
     pub fn launch(&mut self, now: Instant) {
         self.last_launch = Some(self.last_launch.map_or(now, |l| l.max(now)));

@@ -11,6 +11,7 @@
 //! notes) is written by one call in one transaction, guarded by the subject's version,
 //! so a crash loses nothing committed and two writers never both win.
 
+mod group;
 mod postgres;
 mod records;
 mod sql;
@@ -113,8 +114,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn get_device(&self, device_id: &str) -> StoreResult<Option<DeviceRecord>>;
     /// Writes a device's new state and everything it caused, if its version is still
-    /// `commit.expected_version`.
-    async fn commit_device(&self, commit: &DeviceCommit) -> StoreResult<()>;
+    /// `commit.expected_version`. Answers once committed; commits that arrive together
+    /// share one transaction and one durable commit (group commit), each keeping its
+    /// own answer.
+    async fn commit_device(&self, commit: DeviceCommit) -> StoreResult<()>;
     async fn get_form(&self, form_id: &str) -> StoreResult<Option<FormRecord>>;
     async fn form_by_num(&self, form_num: i64) -> StoreResult<Option<FormRecord>>;
     async fn forms_of_provider(&self, provider: &str) -> StoreResult<Vec<FormRecord>>;
@@ -187,7 +190,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_pair(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>>;
     /// Inserts (`expected_version` 0) or updates a pair, with an optional log entry and
     /// an optional announcement to the user's devices; answers the devices announced to.
-    async fn commit_pair(&self, commit: &PairCommit) -> StoreResult<Vec<String>>;
+    async fn commit_pair(&self, commit: PairCommit) -> StoreResult<Vec<String>>;
+    /// Inserts new pairs in one transaction (a bulk import); a pair that exists already
+    /// is left as it is. Answers how many were inserted.
+    async fn insert_pairs(&self, pairs: &[PairRecord]) -> StoreResult<u64>;
     /// Every pair of a user (across apps), by appid.
     async fn pairs_of_user(&self, user_id: &str) -> StoreResult<Vec<PairRecord>>;
     async fn fetch_log(
@@ -210,8 +216,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<(SubjectKey, i64)>>;
     /// How many subjects are due at or before `now` and not yet woken (the backlog).
     async fn count_due(&self, now: i64) -> StoreResult<i64>;
-    /// Every subject with a planned wake-up: the engine's due-index is built from this.
-    async fn planned_wakeups(&self) -> StoreResult<Vec<(SubjectKey, i64)>>;
+    /// The earliest planned wake-up of a subject that is not claimed at `now` (the
+    /// next instant `claim_due` can hand anything out, leases aside).
+    async fn earliest_wake_at(&self, now: i64) -> StoreResult<Option<i64>>;
+    /// How many subjects have a planned wake-up.
+    async fn count_planned(&self) -> StoreResult<i64>;
     /// Pairs whose state says a fetch was ordered; used to recover after a crash.
     async fn all_pairs_of_app(&self, appid: &str) -> StoreResult<Vec<PairRecord>>;
 

@@ -39,6 +39,8 @@ impl Backend for PgBackend {
     // Rows another node is claiming right now are passed over: no subject is claimed
     // twice and no node waits for another.
     const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
+    // Batches on different rows commit side by side; each holds one pooled connection.
+    const WRITERS: usize = 4;
 
     fn reader(&self) -> &PgPool {
         &self.pool
@@ -135,8 +137,6 @@ impl SqlStore<PgBackend> {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating the schema: {e}")))?;
-        Ok(SqlStore {
-            backend: PgBackend { pool },
-        })
+        Ok(SqlStore::start(PgBackend { pool }))
     }
 }

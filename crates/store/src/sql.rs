@@ -7,15 +7,17 @@
 //! start, host events across nodes, write health. Each backend also has its own
 //! migrations (column types differ: INTEGER/BLOB against BIGINT/BYTEA).
 
+use crate::group::{self, GroupWriter, Inbox, JobResult, WriteJob};
 use crate::records::*;
 use crate::{EventBuilder, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::DerefMut;
 
 /// What one database does its own way. Everything else is [`SqlStore`].
-pub trait Backend: Send + Sync + 'static {
+pub trait Backend: Clone + Send + Sync + 'static {
     type Db: Database;
     /// An open write transaction. Dropped without [`Commit::commit`], it rolls back.
     type Tx: Commit + DerefMut<Target = Conn<Self>>;
@@ -28,6 +30,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Appended to the selects that pick rows to claim: the row lock that keeps two
     /// nodes from claiming one row (empty where one writer connection already does).
     const CLAIM_LOCK: &'static str;
+    /// Group-commit writer tasks (`group`): one where there is one writer connection,
+    /// several where transactions on different rows run side by side.
+    const WRITERS: usize;
 
     fn reader(&self) -> &Pool<Self::Db>;
     fn begin(&self) -> impl Future<Output = StoreResult<Self::Tx>> + Send;
@@ -69,6 +74,8 @@ type DbRow<B> = <<B as Backend>::Db as Database>::Row;
 #[derive(Clone)]
 pub struct SqlStore<B> {
     pub(crate) backend: B,
+    /// Subject commits go through here, to be written in groups (`group`).
+    writes: GroupWriter,
 }
 
 impl<B: Backend> std::fmt::Debug for SqlStore<B> {
@@ -92,7 +99,7 @@ const DELIVERY_COLUMNS: &str =
     "delivery_id, form_id, device_id, provider, body, trigger, attempts, next_attempt_at";
 /// The two tables of hourly counters: per app (fetch outcomes and lateness) and per
 /// provider (delivery outcomes and decided triggers).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum StatCounters {
     Fetches,
     Providers,
@@ -105,6 +112,28 @@ impl StatCounters {
             StatCounters::Fetches => ("fetch_stats", "appid", "outcome"),
             StatCounters::Providers => ("provider_stats", "provider", "what"),
         }
+    }
+}
+
+/// Counter increments gathered over a group of commits and written once per counter
+/// row, in key order: many fetches of one app in one hour touch one row, once.
+#[derive(Default)]
+struct StatTally {
+    counts: BTreeMap<(StatCounters, String, i64, String, i64), i64>,
+}
+
+impl StatTally {
+    fn add(&mut self, counters: StatCounters, owner: &str, at_ms: i64, what: &str, bucket: i64) {
+        *self
+            .counts
+            .entry((
+                counters,
+                owner.to_string(),
+                hour_of(at_ms),
+                what.to_string(),
+                bucket,
+            ))
+            .or_insert(0) += 1;
     }
 }
 
@@ -205,6 +234,15 @@ where
         }
     }
 
+    /// The store over `backend`, with its group-commit writers running (`group`).
+    pub(crate) fn start(backend: B) -> Self {
+        let (writes, inbox) = GroupWriter::channel();
+        for _ in 0..B::WRITERS {
+            tokio::spawn(Self::run_writer(backend.clone(), inbox.clone()));
+        }
+        SqlStore { backend, writes }
+    }
+
     async fn insert_key_row(tx: &mut Conn<B>, key: &KeyRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO api_keys (key_hash, kind, principal, created_at) VALUES ($1, $2, $3, $4)",
@@ -250,28 +288,303 @@ where
         Ok(row.get(0))
     }
 
-    /// Counts one `what` (an outcome, the lateness, a trigger) of `owner` in `counters`
-    /// for the hour of `at_ms`, within `tx`.
+    /// Adds `n` to the counter of `what` (an outcome, the lateness, a trigger) of `owner`
+    /// in `counters` for `hour`, within `tx`.
     async fn count_stat(
         tx: &mut Conn<B>,
         counters: StatCounters,
         owner: &str,
-        at_ms: i64,
+        hour: i64,
         what: &str,
         bucket: i64,
+        n: i64,
     ) -> StoreResult<()> {
         let (table, owner_column, what_column) = counters.columns();
         sqlx::query(&format!(
-            "INSERT INTO {table} ({owner_column}, hour, {what_column}, bucket, count) VALUES ($1, $2, $3, $4, 1)
-             ON CONFLICT ({owner_column}, hour, {what_column}, bucket) DO UPDATE SET count = {table}.count + 1"
+            "INSERT INTO {table} ({owner_column}, hour, {what_column}, bucket, count) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT ({owner_column}, hour, {what_column}, bucket) DO UPDATE SET count = {table}.count + $5"
         ))
         .bind(owner)
-        .bind(hour_of(at_ms))
+        .bind(hour)
         .bind(what)
         .bind(bucket)
+        .bind(n)
         .execute(&mut *tx)
         .await?;
         Ok(())
+    }
+
+    /// Writes the counters gathered in `tally`, within `tx`.
+    async fn write_tally(tx: &mut Conn<B>, tally: StatTally) -> StoreResult<()> {
+        for ((counters, owner, hour, what, bucket), n) in tally.counts {
+            Self::count_stat(tx, counters, &owner, hour, &what, bucket, n).await?;
+        }
+        Ok(())
+    }
+
+    /// The group-commit writer: takes batches of subject commits off `inbox` and writes
+    /// each batch in one transaction (`group`), until the store is dropped.
+    async fn run_writer(backend: B, inbox: Inbox) {
+        while let Some(mut batch) = group::next_batch(&inbox).await {
+            // Stable: two commits of one subject keep their order.
+            batch.sort_by(|a, b| a.job.sort_key().cmp(&b.job.sort_key()));
+            let results = {
+                let jobs: Vec<&WriteJob> = batch.iter().map(|q| &q.job).collect();
+                match Self::write_batch(&backend, &jobs).await {
+                    Ok(results) => results,
+                    Err(error) if jobs.len() == 1 => vec![Err(error)],
+                    // Rolled back: each commit again on its own, so that the one that
+                    // failed fails alone.
+                    Err(_) => {
+                        let mut results = Vec::with_capacity(jobs.len());
+                        for job in &jobs {
+                            results.push(match Self::write_batch(&backend, &[job]).await {
+                                Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Conflict)),
+                                Err(error) => Err(error),
+                            });
+                        }
+                        results
+                    }
+                }
+            };
+            for (queued, result) in batch.into_iter().zip(results) {
+                // The waiter may be gone (its request was dropped); the write stands.
+                let _ = queued.done.send(result);
+            }
+        }
+    }
+
+    /// Writes `jobs` in one transaction and commits once. A job that lost its version
+    /// race answers `Conflict` and wrote nothing; any other failure rolls back the
+    /// whole batch and is answered as the batch's error.
+    async fn write_batch(backend: &B, jobs: &[&WriteJob]) -> StoreResult<Vec<JobResult>> {
+        let mut tx = backend.begin().await?;
+        let mut tally = StatTally::default();
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let result = match job {
+                WriteJob::Pair(commit) => Self::write_pair(&mut tx, commit, &mut tally).await,
+                WriteJob::Device(commit) => Self::write_device(&mut tx, commit, &mut tally)
+                    .await
+                    .map(|()| Vec::new()),
+            };
+            match result {
+                Err(StoreError::Conflict) => results.push(Err(StoreError::Conflict)),
+                Err(error) => return Err(error),
+                Ok(announced) => results.push(Ok(announced)),
+            }
+        }
+        Self::write_tally(&mut tx, tally).await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// One device's commit within a group's transaction; `Conflict`, having written
+    /// nothing, when its version moved.
+    async fn write_device(
+        tx: &mut Conn<B>,
+        commit: &DeviceCommit,
+        tally: &mut StatTally,
+    ) -> StoreResult<()> {
+        let updated = sqlx::query(
+            "UPDATE devices SET state = $1, version = version + 1, next_wake_at = $2, claimed_by = NULL, claim_until = NULL WHERE device_id = $3 AND version = $4",
+        )
+        .bind(&commit.state)
+        .bind(commit.next_wake_at)
+        .bind(&commit.device_id)
+        .bind(commit.expected_version)
+        .execute(&mut *tx)
+        .await?;
+        if B::rows_affected(&updated) == 0 {
+            return Err(StoreError::Conflict);
+        }
+        for form in &commit.add_forms {
+            sqlx::query(&format!(
+                "INSERT INTO forms ({FORM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            ))
+            .bind(&form.form_id)
+            .bind(form.form_num)
+            .bind(&form.device_id)
+            .bind(&form.provider)
+            .bind(&form.form_name)
+            .bind(form.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for form_id in &commit.remove_forms {
+            // Its events go too: the `form_removed` written below is all a host needs.
+            for table in ["forms", "form_data", "form_decisions", "events"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE form_id = $1"))
+                    .bind(form_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("UPDATE deliveries SET state = 'failed', next_attempt_at = NULL WHERE form_id = $1 AND state = 'pending'")
+                .bind(form_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for d in &commit.deliveries {
+            sqlx::query(
+                "INSERT INTO deliveries (delivery_id, form_id, device_id, provider, body, trigger, attempts, next_attempt_at, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 'pending', $8)",
+            )
+            .bind(&d.delivery_id)
+            .bind(&d.form_id)
+            .bind(&d.device_id)
+            .bind(&d.provider)
+            .bind(&d.body)
+            .bind(&d.trigger)
+            .bind(d.next_attempt_at)
+            .bind(d.created_at)
+            .execute(&mut *tx)
+            .await?;
+            tally.add(
+                StatCounters::Providers,
+                &d.provider,
+                d.created_at,
+                &format!("trigger:{}", d.trigger),
+                0,
+            );
+        }
+        for event in &commit.events {
+            Self::insert_event(tx, event).await?;
+        }
+        for note in &commit.decisions {
+            sqlx::query(
+                "INSERT INTO form_decisions (form_id, at, decision, rule) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&note.form_id)
+            .bind(note.at)
+            .bind(&note.decision)
+            .bind(&note.rule)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM form_decisions WHERE form_id = $1 AND id <= (SELECT id FROM form_decisions WHERE form_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(&note.form_id)
+            .bind(DECISIONS_KEPT_PER_FORM)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a new pair row within `tx`; answers 0 when the pair exists already.
+    async fn insert_pair_row(tx: &mut Conn<B>, r: &PairRecord) -> StoreResult<u64> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (appid, user_id) DO NOTHING"
+        ))
+        .bind(&r.appid)
+        .bind(&r.user_id)
+        .bind(&r.state)
+        .bind(r.next_wake_at)
+        .bind(&r.token_sealed)
+        .bind(&r.cached_data)
+        .bind(r.cached_at)
+        .bind(&r.etag)
+        .bind(&r.etag_url)
+        .bind(r.cached_sent_at)
+        .execute(&mut *tx)
+        .await?;
+        Ok(B::rows_affected(&done))
+    }
+
+    /// One pair's commit within a group's transaction; `Conflict`, having written
+    /// nothing, when its version moved (or, for a new pair, when it exists already).
+    async fn write_pair(
+        tx: &mut Conn<B>,
+        commit: &PairCommit,
+        tally: &mut StatTally,
+    ) -> StoreResult<Vec<String>> {
+        let r = &commit.record;
+        if commit.expected_version == 0 {
+            // A pair inserted meanwhile by another writer is a lost race, not an error:
+            // nothing is written, so the rest of the group's transaction stands.
+            if Self::insert_pair_row(tx, r).await? == 0 {
+                return Err(StoreError::Conflict);
+            }
+        } else {
+            let updated = sqlx::query(
+                "UPDATE fetch_pairs SET state = $1, version = version + 1, next_wake_at = $2, claimed_by = NULL, claim_until = NULL, token_sealed = $3, cached_data = $4, cached_at = $5, etag = $6, etag_url = $7, cached_sent_at = $8
+                 WHERE appid = $9 AND user_id = $10 AND version = $11",
+            )
+            .bind(&r.state)
+            .bind(r.next_wake_at)
+            .bind(&r.token_sealed)
+            .bind(&r.cached_data)
+            .bind(r.cached_at)
+            .bind(&r.etag)
+            .bind(&r.etag_url)
+            .bind(r.cached_sent_at)
+            .bind(&r.appid)
+            .bind(&r.user_id)
+            .bind(commit.expected_version)
+            .execute(&mut *tx)
+            .await?;
+            if B::rows_affected(&updated) == 0 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        if let Some(log) = &commit.log {
+            sqlx::query("INSERT INTO fetch_log (appid, user_id, at, gray, outcome, http_status, bytes, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(&r.appid)
+                .bind(&r.user_id)
+                .bind(log.at)
+                .bind(log.gray as i64)
+                .bind(&log.outcome)
+                .bind(log.http_status)
+                .bind(log.bytes)
+                .bind(log.duration_ms)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM fetch_log WHERE appid = $1 AND user_id = $2 AND id <= (SELECT id FROM fetch_log WHERE appid = $1 AND user_id = $2 ORDER BY id DESC LIMIT 1 OFFSET $3)",
+            )
+            .bind(&r.appid)
+            .bind(&r.user_id)
+            .bind(FETCH_LOG_KEPT)
+            .execute(&mut *tx)
+            .await?;
+            let bucket = latency_bucket(log.duration_ms);
+            tally.add(
+                StatCounters::Fetches,
+                &r.appid,
+                log.at,
+                &log.outcome,
+                bucket,
+            );
+            if let Some(lateness) = commit.lateness_ms {
+                tally.add(
+                    StatCounters::Fetches,
+                    &r.appid,
+                    log.at,
+                    LATENESS_STAT,
+                    lateness_bucket(lateness),
+                );
+            }
+        }
+        let mut announced = Vec::new();
+        if let Some(announce) = &commit.announce {
+            let devices =
+                sqlx::query("SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id")
+                    .bind(&r.user_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for row in &devices {
+                let event = NewEvent {
+                    device_id: row.get(0),
+                    form_id: None,
+                    appid: Some(r.appid.clone()),
+                    kind: announce.kind.clone(),
+                    payload: announce.payload.clone(),
+                    at: announce.at,
+                };
+                Self::insert_event(tx, &event).await?;
+                announced.push(event.device_id);
+            }
+        }
+        Ok(announced)
     }
 
     fn stat_rows(rows: &[DbRow<B>]) -> Vec<StatRow> {
@@ -661,92 +974,8 @@ where
         }))
     }
 
-    async fn commit_device(&self, commit: &DeviceCommit) -> StoreResult<()> {
-        let mut tx = self.backend.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE devices SET state = $1, version = version + 1, next_wake_at = $2, claimed_by = NULL, claim_until = NULL WHERE device_id = $3 AND version = $4",
-        )
-        .bind(&commit.state)
-        .bind(commit.next_wake_at)
-        .bind(&commit.device_id)
-        .bind(commit.expected_version)
-        .execute(&mut *tx)
-        .await?;
-        if B::rows_affected(&updated) == 0 {
-            return Err(StoreError::Conflict);
-        }
-        for form in &commit.add_forms {
-            sqlx::query(&format!(
-                "INSERT INTO forms ({FORM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-            ))
-            .bind(&form.form_id)
-            .bind(form.form_num)
-            .bind(&form.device_id)
-            .bind(&form.provider)
-            .bind(&form.form_name)
-            .bind(form.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for form_id in &commit.remove_forms {
-            // Its events go too: the `form_removed` written below is all a host needs.
-            for table in ["forms", "form_data", "form_decisions", "events"] {
-                sqlx::query(&format!("DELETE FROM {table} WHERE form_id = $1"))
-                    .bind(form_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("UPDATE deliveries SET state = 'failed', next_attempt_at = NULL WHERE form_id = $1 AND state = 'pending'")
-                .bind(form_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for d in &commit.deliveries {
-            sqlx::query(
-                "INSERT INTO deliveries (delivery_id, form_id, device_id, provider, body, trigger, attempts, next_attempt_at, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 'pending', $8)",
-            )
-            .bind(&d.delivery_id)
-            .bind(&d.form_id)
-            .bind(&d.device_id)
-            .bind(&d.provider)
-            .bind(&d.body)
-            .bind(&d.trigger)
-            .bind(d.next_attempt_at)
-            .bind(d.created_at)
-            .execute(&mut *tx)
-            .await?;
-            Self::count_stat(
-                &mut tx,
-                StatCounters::Providers,
-                &d.provider,
-                d.created_at,
-                &format!("trigger:{}", d.trigger),
-                0,
-            )
-            .await?;
-        }
-        for event in &commit.events {
-            Self::insert_event(&mut tx, event).await?;
-        }
-        for note in &commit.decisions {
-            sqlx::query(
-                "INSERT INTO form_decisions (form_id, at, decision, rule) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&note.form_id)
-            .bind(note.at)
-            .bind(&note.decision)
-            .bind(&note.rule)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "DELETE FROM form_decisions WHERE form_id = $1 AND id <= (SELECT id FROM form_decisions WHERE form_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-            )
-            .bind(&note.form_id)
-            .bind(DECISIONS_KEPT_PER_FORM)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
+    async fn commit_device(&self, commit: DeviceCommit) -> StoreResult<()> {
+        self.writes.write(WriteJob::Device(commit)).await.map(drop)
     }
 
     async fn get_form(&self, form_id: &str) -> StoreResult<Option<FormRecord>> {
@@ -1094,116 +1323,18 @@ where
         Ok(row.as_ref().map(Self::pair_from_row))
     }
 
-    async fn commit_pair(&self, commit: &PairCommit) -> StoreResult<Vec<String>> {
-        let r = &commit.record;
+    async fn commit_pair(&self, commit: PairCommit) -> StoreResult<Vec<String>> {
+        self.writes.write(WriteJob::Pair(commit)).await
+    }
+
+    async fn insert_pairs(&self, pairs: &[PairRecord]) -> StoreResult<u64> {
         let mut tx = self.backend.begin().await?;
-        if commit.expected_version == 0 {
-            sqlx::query(&format!(
-                "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10)"
-            ))
-            .bind(&r.appid)
-            .bind(&r.user_id)
-            .bind(&r.state)
-            .bind(r.next_wake_at)
-            .bind(&r.token_sealed)
-            .bind(&r.cached_data)
-            .bind(r.cached_at)
-            .bind(&r.etag)
-            .bind(&r.etag_url)
-            .bind(r.cached_sent_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Exists => StoreError::Conflict,
-                other => other,
-            })?;
-        } else {
-            let updated = sqlx::query(
-                "UPDATE fetch_pairs SET state = $1, version = version + 1, next_wake_at = $2, claimed_by = NULL, claim_until = NULL, token_sealed = $3, cached_data = $4, cached_at = $5, etag = $6, etag_url = $7, cached_sent_at = $8
-                 WHERE appid = $9 AND user_id = $10 AND version = $11",
-            )
-            .bind(&r.state)
-            .bind(r.next_wake_at)
-            .bind(&r.token_sealed)
-            .bind(&r.cached_data)
-            .bind(r.cached_at)
-            .bind(&r.etag)
-            .bind(&r.etag_url)
-            .bind(r.cached_sent_at)
-            .bind(&r.appid)
-            .bind(&r.user_id)
-            .bind(commit.expected_version)
-            .execute(&mut *tx)
-            .await?;
-            if B::rows_affected(&updated) == 0 {
-                return Err(StoreError::Conflict);
-            }
-        }
-        if let Some(log) = &commit.log {
-            sqlx::query("INSERT INTO fetch_log (appid, user_id, at, gray, outcome, http_status, bytes, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-                .bind(&r.appid)
-                .bind(&r.user_id)
-                .bind(log.at)
-                .bind(log.gray as i64)
-                .bind(&log.outcome)
-                .bind(log.http_status)
-                .bind(log.bytes)
-                .bind(log.duration_ms)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "DELETE FROM fetch_log WHERE appid = $1 AND user_id = $2 AND id <= (SELECT id FROM fetch_log WHERE appid = $1 AND user_id = $2 ORDER BY id DESC LIMIT 1 OFFSET $3)",
-            )
-            .bind(&r.appid)
-            .bind(&r.user_id)
-            .bind(FETCH_LOG_KEPT)
-            .execute(&mut *tx)
-            .await?;
-            let bucket = latency_bucket(log.duration_ms);
-            Self::count_stat(
-                &mut tx,
-                StatCounters::Fetches,
-                &r.appid,
-                log.at,
-                &log.outcome,
-                bucket,
-            )
-            .await?;
-            if let Some(lateness) = commit.lateness_ms {
-                let bucket = lateness_bucket(lateness);
-                Self::count_stat(
-                    &mut tx,
-                    StatCounters::Fetches,
-                    &r.appid,
-                    log.at,
-                    LATENESS_STAT,
-                    bucket,
-                )
-                .await?;
-            }
-        }
-        let mut announced = Vec::new();
-        if let Some(announce) = &commit.announce {
-            let devices =
-                sqlx::query("SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id")
-                    .bind(&r.user_id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for row in &devices {
-                let event = NewEvent {
-                    device_id: row.get(0),
-                    form_id: None,
-                    appid: Some(r.appid.clone()),
-                    kind: announce.kind.clone(),
-                    payload: announce.payload.clone(),
-                    at: announce.at,
-                };
-                Self::insert_event(&mut tx, &event).await?;
-                announced.push(event.device_id);
-            }
+        let mut inserted = 0;
+        for r in pairs {
+            inserted += Self::insert_pair_row(&mut tx, r).await?;
         }
         tx.commit().await?;
-        Ok(announced)
+        Ok(inserted)
     }
 
     async fn fetch_log(
@@ -1263,18 +1394,34 @@ where
         Ok(row.get(0))
     }
 
-    async fn planned_wakeups(&self) -> StoreResult<Vec<(SubjectKey, i64)>> {
-        let mut planned = Vec::new();
+    async fn earliest_wake_at(&self, now: i64) -> StoreResult<Option<i64>> {
+        // Each walks its partial next_wake_at index from the start and stops at the
+        // first row not claimed now: claimed rows are few (a node's work in flight).
+        let mut earliest: Option<i64> = None;
         for table in [SubjectTable::Devices, SubjectTable::Pairs] {
             let sql = format!(
-                "SELECT {}, next_wake_at FROM {} WHERE next_wake_at IS NOT NULL",
-                table.key_columns(),
+                "SELECT next_wake_at FROM {} WHERE next_wake_at IS NOT NULL AND (claim_until IS NULL OR claim_until < $1) ORDER BY next_wake_at LIMIT 1",
                 table.name()
             );
-            let rows = sqlx::query(&sql).fetch_all(self.backend.reader()).await?;
-            planned.extend(rows.iter().map(|row| Self::wakeup_from_row(row, table)));
+            let row = sqlx::query(&sql)
+                .bind(now)
+                .fetch_optional(self.backend.reader())
+                .await?;
+            if let Some(at) = row.map(|row| row.get::<i64, _>(0)) {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
         }
-        Ok(planned)
+        Ok(earliest)
+    }
+
+    async fn count_planned(&self) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM devices WHERE next_wake_at IS NOT NULL)
+                  + (SELECT COUNT(*) FROM fetch_pairs WHERE next_wake_at IS NOT NULL)",
+        )
+        .fetch_one(self.backend.reader())
+        .await?;
+        Ok(row.get(0))
     }
 
     async fn all_pairs_of_app(&self, appid: &str) -> StoreResult<Vec<PairRecord>> {

@@ -104,6 +104,7 @@ impl Backend for SqliteBackend {
     const SINGLE_NODE: bool = true;
     // One writer connection: a claim's select and update cannot interleave with another.
     const CLAIM_LOCK: &'static str = "";
+    const WRITERS: usize = 1;
 
     fn reader(&self) -> &SqlitePool {
         &self.reader
@@ -255,13 +256,11 @@ impl SqlStore<SqliteBackend> {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqlStore {
-            backend: SqliteBackend {
-                writer,
-                reader,
-                health,
-            },
-        })
+        Ok(SqlStore::start(SqliteBackend {
+            writer,
+            reader,
+            health,
+        }))
     }
 
     /// Caps the database file at `max_pages` pages (`None`: no cap) and answers the cap

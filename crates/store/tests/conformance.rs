@@ -231,10 +231,10 @@ async fn device_commits_are_atomic_and_versioned(store: Arc<dyn Store>) {
         }],
         ..DeviceCommit::default()
     };
-    store.commit_device(&commit).await.unwrap();
+    store.commit_device(commit.clone()).await.unwrap();
     // The same version again: someone else already moved it on.
     assert!(matches!(
-        store.commit_device(&commit).await,
+        store.commit_device(commit.clone()).await,
         Err(StoreError::Conflict)
     ));
     let saved = store.get_device("d1").await.unwrap().unwrap();
@@ -278,7 +278,7 @@ async fn device_commits_are_atomic_and_versioned(store: Arc<dyn Store>) {
         }],
         ..DeviceCommit::default()
     };
-    assert!(store.commit_device(&bad).await.is_err());
+    assert!(store.commit_device(bad).await.is_err());
     assert_eq!(store.get_device("d1").await.unwrap().unwrap().version, 2);
     assert!(store.get_form("f2").await.unwrap().is_none());
     // Removing a form takes its data and pending deliveries with it.
@@ -289,7 +289,7 @@ async fn device_commits_are_atomic_and_versioned(store: Arc<dyn Store>) {
         remove_forms: vec!["f1".into()],
         ..DeviceCommit::default()
     };
-    store.commit_device(&remove).await.unwrap();
+    store.commit_device(remove).await.unwrap();
     assert!(store.get_form("f1").await.unwrap().is_none());
     assert!(store
         .claim_deliveries(10_000, 20_000, 10)
@@ -323,7 +323,7 @@ async fn deliveries_finish_once_and_data_waits_for_show(store: Arc<dyn Store>) {
         deliveries: vec![delivery("a"), delivery("b")],
         ..DeviceCommit::default()
     };
-    store.commit_device(&commit).await.unwrap();
+    store.commit_device(commit.clone()).await.unwrap();
     let data = FormData {
         form_id: "f1".into(),
         data: "{\"n\":1}".into(),
@@ -405,7 +405,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
         ..PairRecord::default()
     };
     store
-        .commit_pair(&PairCommit {
+        .commit_pair(PairCommit {
             record: record.clone(),
             expected_version: 0,
             log: None,
@@ -416,7 +416,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
         .unwrap();
     assert!(matches!(
         store
-            .commit_pair(&PairCommit {
+            .commit_pair(PairCommit {
                 record: record.clone(),
                 expected_version: 0,
                 log: None,
@@ -437,7 +437,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
             duration_ms: 1,
         };
         store
-            .commit_pair(&PairCommit {
+            .commit_pair(PairCommit {
                 expected_version: current.version,
                 record: PairRecord {
                     cached_data: Some(format!("v{i}")),
@@ -494,7 +494,8 @@ async fn claims_are_exclusive_expire_and_are_released_by_commits(store: Arc<dyn 
         .insert_device(&device("later"), Some(10_000), None, &[])
         .await
         .unwrap();
-    assert_eq!(store.planned_wakeups().await.unwrap().len(), 21);
+    assert_eq!(store.count_planned().await.unwrap(), 21);
+    assert_eq!(store.earliest_wake_at(0).await.unwrap(), Some(100));
     assert_eq!(
         store.count_due(109).await.unwrap(),
         10,
@@ -523,7 +524,7 @@ async fn claims_are_exclusive_expire_and_are_released_by_commits(store: Arc<dyn 
     };
     let current = store.get_device(first).await.unwrap().unwrap();
     store
-        .commit_device(&DeviceCommit {
+        .commit_device(DeviceCommit {
             device_id: first.clone(),
             expected_version: current.version,
             state: "{}".into(),
@@ -697,7 +698,7 @@ async fn announced_data_reaches_the_users_devices_and_streams_start_at_the_lates
         ..PairRecord::default()
     };
     let announced = store
-        .commit_pair(&PairCommit {
+        .commit_pair(PairCommit {
             record,
             expected_version: 0,
             log: None,
@@ -732,7 +733,7 @@ async fn announced_data_reaches_the_users_devices_and_streams_start_at_the_lates
             events: vec![form_event("d1", form_id, text)],
             ..DeviceCommit::default()
         };
-        store.commit_device(&commit).await.unwrap();
+        store.commit_device(commit.clone()).await.unwrap();
         ids.push(store.last_event_id("d1").await.unwrap());
     }
     let latest: Vec<String> = store
@@ -783,7 +784,7 @@ async fn a_devices_form_data_says_what_waits_for_show(store: Arc<dyn Store>) {
         add_forms: vec![form("f1", 1, "d1"), form("f2", 2, "d1")],
         ..DeviceCommit::default()
     };
-    store.commit_device(&commit).await.unwrap();
+    store.commit_device(commit.clone()).await.unwrap();
     let data = |form_id: &str, text: &str| FormData {
         form_id: form_id.into(),
         data: format!("{{\"text\":\"{text}\"}}"),
@@ -809,4 +810,149 @@ async fn a_devices_form_data_says_what_waits_for_show(store: Arc<dyn Store>) {
 conformance!(
     device_form_data,
     a_devices_form_data_says_what_waits_for_show
+);
+
+/// Commits that arrive together share transactions (group commit), yet each keeps its
+/// own answer: every new pair is written, every lost race answers `Conflict` and writes
+/// nothing, and counters add up whether or not their increments were grouped.
+async fn commits_arriving_together_each_keep_their_answer(store: Arc<dyn Store>) {
+    let fresh = |user: usize| PairCommit {
+        record: PairRecord {
+            appid: "grp".into(),
+            user_id: format!("u{user:04}"),
+            state: "{}".into(),
+            next_wake_at: Some(1_000 + user as i64),
+            ..PairRecord::default()
+        },
+        expected_version: 0,
+        log: Some(FetchLogEntry {
+            at: 3_600_000,
+            gray: false,
+            outcome: "ok".into(),
+            http_status: Some(200),
+            bytes: 1,
+            duration_ms: 3,
+        }),
+        announce: None,
+        lateness_ms: None,
+    };
+    // 400 new pairs, and each inserted a second time: of each two, exactly one wins.
+    let mut tasks = tokio::task::JoinSet::new();
+    for user in 0..400 {
+        for _ in 0..2 {
+            let store = store.clone();
+            let commit = fresh(user);
+            tasks.spawn(async move { (user, store.commit_pair(commit).await) });
+        }
+    }
+    let mut won = vec![0; 400];
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            (user, Ok(_)) => won[user] += 1,
+            (_, Err(StoreError::Conflict)) => {}
+            (_, Err(other)) => panic!("unexpected answer: {other}"),
+        }
+    }
+    assert!(won.iter().all(|n| *n == 1), "one insert of each pair wins");
+    assert_eq!(store.count_planned().await.unwrap(), 400);
+    assert_eq!(store.earliest_wake_at(0).await.unwrap(), Some(1_000));
+    // Every winner's log entry was counted once, whatever the grouping.
+    let ok: i64 = store
+        .fetch_stats("grp", 0)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|row| row.what == "ok")
+        .map(|row| row.count)
+        .sum();
+    assert_eq!(ok, 400);
+    // Updates against a stale version lose without touching the row.
+    let mut tasks = tokio::task::JoinSet::new();
+    for user in 0..400 {
+        let store = store.clone();
+        let mut commit = fresh(user);
+        commit.expected_version = if user % 2 == 0 { 1 } else { 7 };
+        commit.record.state = "{\"moved\":true}".into();
+        commit.log = None;
+        tasks.spawn(async move { (user, store.commit_pair(commit).await.is_ok()) });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (user, committed) = done.unwrap();
+        assert_eq!(committed, user % 2 == 0, "u{user}");
+        let saved = store
+            .get_pair("grp", &format!("u{user:04}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let expected = if user % 2 == 0 {
+            (2, "{\"moved\":true}")
+        } else {
+            (1, "{}")
+        };
+        assert_eq!((saved.version, saved.state.as_str()), expected);
+    }
+}
+conformance!(
+    group_commit,
+    commits_arriving_together_each_keep_their_answer
+);
+
+/// A commit that fails for a reason other than a lost race (here a form id that is
+/// taken) fails alone: the commits written in the same group still stand.
+async fn a_failing_commit_does_not_fail_its_group(store: Arc<dyn Store>) {
+    provider(store.as_ref()).await;
+    for i in 0..50 {
+        store
+            .insert_device(&device(&format!("g{i}")), None, None, &[])
+            .await
+            .unwrap();
+    }
+    store
+        .insert_device(&device("owner"), None, None, &[])
+        .await
+        .unwrap();
+    store
+        .commit_device(DeviceCommit {
+            device_id: "owner".into(),
+            expected_version: 1,
+            state: "{}".into(),
+            add_forms: vec![form("taken", 1, "owner")],
+            ..DeviceCommit::default()
+        })
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let store = store.clone();
+        let form_id = if i == 25 {
+            "taken".to_string()
+        } else {
+            format!("f{i}")
+        };
+        let commit = DeviceCommit {
+            device_id: format!("g{i}"),
+            expected_version: 1,
+            state: "{\"n\":1}".into(),
+            next_wake_at: Some(50 + i),
+            add_forms: vec![form(&form_id, 100 + i, &format!("g{i}"))],
+            ..DeviceCommit::default()
+        };
+        tasks.spawn(async move { (i, store.commit_device(commit).await) });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, result) = done.unwrap();
+        if i == 25 {
+            assert!(result.is_err(), "the taken form id is refused");
+        } else {
+            result.unwrap();
+        }
+        let saved = store.get_device(&format!("g{i}")).await.unwrap().unwrap();
+        assert_eq!(saved.version, if i == 25 { 1 } else { 2 }, "g{i}");
+    }
+    assert_eq!(store.forms_of_device("g25").await.unwrap(), Vec::new());
+    assert_eq!(store.forms_of_device("g24").await.unwrap().len(), 1);
+}
+conformance!(
+    group_commit_failures,
+    a_failing_commit_does_not_fail_its_group
 );

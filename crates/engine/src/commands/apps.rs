@@ -235,6 +235,7 @@ impl AppCommands<'_> {
                 user_id: user_id.to_string(),
                 order,
                 due_at: None,
+                app: Some(std::sync::Arc::new(app)),
             })
             .await
     }

@@ -254,20 +254,11 @@ impl LifecycleCommands<'_> {
     /// `fetched_data` events it caused. Its developer key answers 401 from now on.
     pub async fn delete_app(&self, caller: &Caller, appid: &str) -> Result<(), EngineError> {
         caller.require(KeyKind::Operator)?;
-        let users = match self.engine.store.delete_app(appid).await {
-            Err(StoreError::NotFound) => return Err(EngineError::NotFound("app_not_found")),
-            other => other?,
-        };
-        for user_id in users {
-            self.engine.plan(
-                SubjectKey::Pair {
-                    appid: appid.to_string(),
-                    user_id,
-                },
-                None,
-            );
+        // The app's pairs leave the store's due-index with their rows.
+        match self.engine.store.delete_app(appid).await {
+            Err(StoreError::NotFound) => Err(EngineError::NotFound("app_not_found")),
+            other => other.map(drop).map_err(Into::into),
         }
-        Ok(())
     }
 
     /// A provider: its forms are first removed from their devices (each host hears
@@ -334,7 +325,6 @@ impl LifecycleCommands<'_> {
                 other => other?,
             }
         }
-        engine.plan(SubjectKey::Device(device_id.to_string()), None);
         Ok(())
     }
 
@@ -349,18 +339,6 @@ impl LifecycleCommands<'_> {
         caller.require(KeyKind::Operator)?;
         let engine = self.engine;
         let (devices, apps) = engine.store.erase_user(user_id).await?;
-        for device_id in &devices {
-            engine.plan(SubjectKey::Device(device_id.clone()), None);
-        }
-        for appid in &apps {
-            engine.plan(
-                SubjectKey::Pair {
-                    appid: appid.clone(),
-                    user_id: user_id.to_string(),
-                },
-                None,
-            );
-        }
         let forgotten_as_tester = self.forget_tester(user_id).await?;
         if devices.is_empty() && apps.is_empty() && !forgotten_as_tester {
             return Err(EngineError::NotFound("not_found"));
