@@ -11,7 +11,9 @@
 #
 # Needs: PostgreSQL at $BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test;
 # a database is created and dropped for each PostgreSQL row; rows are skipped with a
-# note when it is unreachable), python3, curl, taskset.
+# note when it is unreachable), python3, curl, taskset. BENCH_NOTE="..." adds a line
+# about the run's conditions under the table; DRAIN_CAP (seconds, default 600) bounds
+# the full run's 1 M drains (beyond it the rate so far is extrapolated, and said so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -51,6 +53,8 @@ mkdir -p bench/results
 RAW=bench/results/raw-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 : >"$RAW"
 NOTES=()
+# BENCH_NOTE: a line about the conditions of this run, printed under the table.
+[[ -n ${BENCH_NOTE:-} ]] && NOTES+=("$BENCH_NOTE")
 note() { NOTES+=("$*"); log "note: $*"; }
 started_at=$SECONDS
 

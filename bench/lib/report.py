@@ -175,7 +175,7 @@ def main():
 
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     fsync = machine.get("fsync_per_second")
-    rounds_text = "1 round (quick)" if quick else "median of 3 rounds"
+    rounds_text = "one round" if quick else "medians of 3 rounds"
     head = [
         BEGIN,
         "## Figures from `bench/run.sh`",
