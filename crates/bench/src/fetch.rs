@@ -1,37 +1,54 @@
-//! `refreshd-bench fetch`: periodic fetches end to end, through the engine, a real SQLite
-//! file and the fetcher, against an origin on loopback. Prints figures; never a test.
+//! `refreshd-bench fetch`: due periodic fetches end to end, through the engine, a real
+//! store (a fresh SQLite file, or a fresh PostgreSQL database) and the fetcher, against
+//! origins on loopback. Prints figures; never a test.
+//!
+//! Setup (untimed) loads every user's pair in bulk, eligible and due now, the way
+//! `refreshd import` does; the timing runs from the engine's start until every fetch
+//! is recorded (body cached, next fetch planned, committed).
 
-use anyhow::{Context, Result};
+use crate::db::{emit, write_bytes, BenchDb, NewPair};
+use crate::servers::{spawn_origin, OriginLog};
+use anyhow::{bail, Result};
 use refreshd_engine::secrets::{SecretKey, TokenSealer};
 use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock};
 use refreshd_fetch::{DestinationPolicy, FetchLimits, Fetcher};
 use refreshd_rules::periodic::{App, PeriodicSetting, Source, SubjectType};
-use refreshd_store::{SqliteStore, Store};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallClock};
 use tokio::sync::watch;
 
-pub async fn run(users: u32, per_origin: usize) -> Result<()> {
-    let served = Arc::new(AtomicU64::new(0));
-    let counter = served.clone();
-    let origin = axum::Router::new().route(
-        "/feed",
-        axum::routing::get(move || {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::Relaxed);
-                "x".repeat(1024)
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move { axum::serve(listener, origin).await });
+pub struct FetchArgs {
+    pub users: u32,
+    pub per_origin: usize,
+    pub origins: u32,
+    pub body_bytes: usize,
+    pub database_url: Option<String>,
+    pub timeout_seconds: u64,
+    /// Stop timing after this long even when fetches remain: the rate is then what
+    /// was recorded so far over the time taken (a steady drain, not its end).
+    pub measure_seconds: Option<f64>,
+}
 
-    let dir = std::env::temp_dir().join(format!("refreshd-bench-fetch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("bench.sqlite3")).await?);
+pub async fn run(args: FetchArgs) -> Result<()> {
+    let FetchArgs {
+        users,
+        per_origin,
+        origins,
+        body_bytes,
+        database_url,
+        timeout_seconds,
+        measure_seconds,
+    } = args;
+    let log = Arc::new(OriginLog::default());
+    let mut ports = Vec::with_capacity(origins as usize);
+    for _ in 0..origins {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        ports.push(listener.local_addr()?.port());
+        spawn_origin(listener, body_bytes, log.clone());
+    }
+
+    let (db, store) = BenchDb::open(database_url.as_deref(), "fetch").await?;
     let policy = DestinationPolicy::new(DestinationPolicy::parse_trusted(&["127.0.0.1/32"])?);
     let limits = FetchLimits {
         per_origin,
@@ -39,80 +56,110 @@ pub async fn run(users: u32, per_origin: usize) -> Result<()> {
     };
     let fetcher = Arc::new(Fetcher::new(policy, limits)?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let sealer = TokenSealer::new(&SecretKey([9; 32]));
     let engine = Engine::new(
         store.clone(),
-        clock,
+        clock.clone(),
         fetcher,
         TokenSealer::new(&SecretKey([9; 32])),
         EngineSettings::default(),
     );
 
-    let app = App::new(
-        "bench",
-        SubjectType::Organization,
-        Some(PeriodicSetting {
-            enabled: true,
-            source: Source::Url(format!("http://127.0.0.1:{port}/feed")),
-            gray: None,
-        }),
-    )?;
-    store
-        .insert_app("bench", &serde_json::to_string(&app)?, None, None)
-        .await?;
-
-    // Users become eligible (token + launch) while the engine is not running, so that
-    // every first fetch is due when it starts.
+    // One app per origin; users spread over them in turn.
     let setup = WallClock::now();
-    for i in 0..users {
-        let user = format!("u{i}");
-        engine.set_token("bench", &user, "token").await?;
-        engine.launch("bench", &user).await?;
+    for (i, port) in ports.iter().enumerate() {
+        let appid = format!("bench{i}");
+        let app = App::new(
+            &appid,
+            SubjectType::Organization,
+            Some(PeriodicSetting {
+                enabled: true,
+                source: Source::Url(format!("http://127.0.0.1:{port}/feed")),
+                gray: None,
+            }),
+        )?;
+        store
+            .insert_app(&appid, &serde_json::to_string(&app)?, None, None)
+            .await?;
     }
+    let now = clock.now();
+    let pairs: Vec<NewPair> = (0..users)
+        .map(|i| NewPair {
+            appid: format!("bench{}", i % origins),
+            user_id: format!("u{i}"),
+            token: format!("t{i}"),
+            wake_at: now.as_millis(),
+        })
+        .collect();
+    db.load_pairs(&sealer, now, &pairs).await?;
+    drop(pairs);
+    engine.load_due_index().await?;
     let setup_time = setup.elapsed();
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let written_before = write_bytes();
     let started = WallClock::now();
     let loop_task = tokio::spawn(engine.clone().run(stop_rx));
-    let deadline = started + Duration::from_secs(600);
-    // Users whose fetch is not yet recorded; each poll looks only at those.
-    let mut waiting: Vec<String> = (0..users).map(|i| format!("u{i}")).collect();
-    while !waiting.is_empty() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut still = Vec::with_capacity(waiting.len());
-        for user in waiting {
-            if store
-                .get_pair("bench", &user)
-                .await?
-                .and_then(|p| p.cached_at)
-                .is_none()
-            {
-                still.push(user);
-            }
+    let deadline = started + Duration::from_secs(timeout_seconds);
+    let measure_until = measure_seconds.map(|s| started + Duration::from_secs_f64(s));
+    let recorded = loop {
+        let recorded = db.recorded().await?;
+        if recorded >= i64::from(users)
+            || measure_until.is_some_and(|until| WallClock::now() >= until)
+        {
+            break recorded;
         }
-        waiting = still;
         if WallClock::now() > deadline {
-            anyhow::bail!(
-                "{} of {users} fetches were not recorded in 10 minutes",
-                waiting.len()
-            );
+            let _ = stop_tx.send(true);
+            bail!("{recorded} of {users} fetches were recorded in {timeout_seconds} s");
         }
-    }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let elapsed = started.elapsed();
+    let complete = recorded >= i64::from(users);
+    let written = written_before
+        .zip(write_bytes())
+        .map(|(before, after)| after.saturating_sub(before));
     let _ = stop_tx.send(true);
     let _ = loop_task.await;
-    std::fs::remove_dir_all(&dir).context("removing the bench store")?;
-    println!("refreshd-bench fetch: periodic fetches end to end (engine + SQLite + fetcher) against a loopback origin");
-    println!("  users {users}, per-origin limit {per_origin}, body 1 KiB");
+    drop(engine);
+    drop(store);
+    let kind = db.kind();
+    db.remove().await?;
+
+    let rate = recorded as f64 / elapsed.as_secs_f64();
+    println!("refreshd-bench fetch: due periodic fetches end to end (engine + {kind} + fetcher) against loopback origins");
+    println!("  users {users}, origins {origins}, per-origin limit {per_origin}, body {body_bytes} bytes");
     println!(
-        "  setup (token + launch per user): {:.2} s = {:.0} API-level inputs/s",
-        setup_time.as_secs_f64(),
-        2.0 * users as f64 / setup_time.as_secs_f64()
+        "  setup (bulk load, untimed): {:.2} s",
+        setup_time.as_secs_f64()
     );
     println!(
-        "  {users} fetches ordered, performed and recorded in {:.2} s = {:.0} fetches/s (origin saw {})",
+        "  {recorded} of {users} fetches ordered, performed and recorded in {:.2} s = {rate:.0} fetches/s (origins saw {})",
         elapsed.as_secs_f64(),
-        users as f64 / elapsed.as_secs_f64(),
-        served.load(Ordering::Relaxed)
+        log.requests.load(Ordering::Relaxed)
     );
+    // Only meaningful for the embedded store: PostgreSQL writes in its own processes.
+    let per_fetch = written
+        .filter(|_| kind == "sqlite")
+        .map(|w| w as f64 / recorded.max(1) as f64);
+    if let Some(per_fetch) = per_fetch {
+        println!("  bytes written to storage by this process: {per_fetch:.0} per fetch");
+    }
+    emit(serde_json::json!({
+        "bench": "fetch",
+        "db": kind,
+        "users": users,
+        "recorded": recorded,
+        "complete": complete,
+        "origins": origins,
+        "per_origin": per_origin,
+        "body_bytes": body_bytes,
+        "setup_seconds": setup_time.as_secs_f64(),
+        "seconds": elapsed.as_secs_f64(),
+        "fetches_per_second": rate,
+        "write_bytes_per_fetch": per_fetch,
+        "origin_requests": log.requests.load(Ordering::Relaxed),
+    }));
     Ok(())
 }

@@ -2,14 +2,21 @@
 //! binary (they carry hostile HTTP servers and workload generators). They are run by
 //! hand (see BENCHMARKS.md), never as tests, so no timing is ever asserted.
 
+mod db;
 mod fetch;
 mod hostile;
+mod lateness;
+mod load;
 mod outbound;
 mod ratelimit;
 mod rules;
+mod servers;
+mod sqlref;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -48,15 +55,98 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2_000)]
         fetches: usize,
     },
-    /// End-to-end periodic fetches: engine, SQLite store and fetcher against a loopback
-    /// origin, all users due at once.
+    /// End-to-end periodic fetches: engine, store and fetcher against loopback origins,
+    /// all users due at once (loaded in bulk beforehand, untimed).
     Fetch {
         /// Users (app-user pairs) to fetch for.
         #[arg(long, default_value_t = 2_000)]
         users: u32,
-        /// Requests in flight to the origin at once (the per-origin limit).
+        /// Requests in flight to one origin at once (the per-origin limit).
         #[arg(long, default_value_t = 8)]
         per_origin: usize,
+        /// Distinct origins (one app and one loopback listener each; users spread over them).
+        #[arg(long, default_value_t = 1)]
+        origins: u32,
+        /// Size of the body each fetch gets.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+        /// Run on PostgreSQL: a fresh database is created beside this URL's and dropped
+        /// afterwards. Default: a fresh SQLite file in the temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Give up when not every fetch is recorded after this long.
+        #[arg(long, default_value_t = 1_800)]
+        timeout_seconds: u64,
+        /// Stop timing after this many seconds and report the rate so far (a steady
+        /// drain of a large backlog, without waiting for its end).
+        #[arg(long)]
+        measure_seconds: Option<f64>,
+    },
+    /// The disk without refreshd: sqlx SQLite (WAL, synchronous=FULL) updating a
+    /// pair-sized row by key, some rows per commit.
+    SqliteReference {
+        /// Rows in the table (each update picks the next one).
+        #[arg(long, default_value_t = 20_000)]
+        rows: u32,
+        /// Body bytes per row.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+        /// Rows updated per commit.
+        #[arg(long, default_value_t = 1)]
+        per_commit: u32,
+        /// How long to update.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// A loopback origin serving BODY_BYTES at /feed (`?size=N` for another size), for wrk.
+    Origin {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// GET /v1/apps/{appid}/background-fetch answered from memory: the same JSON shape
+    /// and an authorization check, the reference for reads of cached data.
+    MemoryServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// An app and the size of its cached body, NAME=BYTES (repeatable).
+        #[arg(long = "app", required = true)]
+        apps: Vec<String>,
+        /// A file of accepted bearer keys, one per line.
+        #[arg(long)]
+        keys: PathBuf,
+    },
+    /// Lateness of scheduled periodic fetches (planned instant → arrival at the origin).
+    Lateness {
+        /// Pairs, each planned once.
+        #[arg(long, default_value_t = 10_000)]
+        count: u32,
+        /// Seconds over which the planned instants are spread evenly.
+        #[arg(long, default_value_t = 60.0)]
+        spread_seconds: f64,
+        /// Run on PostgreSQL (see `fetch`).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// The same schedule slept through by a bare tokio::time::sleep_until loop.
+    LatenessReference {
+        #[arg(long, default_value_t = 10_000)]
+        count: u32,
+        #[arg(long, default_value_t = 60.0)]
+        spread_seconds: f64,
+    },
+    /// Loads users' pairs into a stopped service's embedded store (when `refreshd
+    /// import` is not available): token + launch state, planned DUE_IN_SECONDS ahead.
+    LoadPairs {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        appid: String,
+        #[arg(long)]
+        users: u32,
+        #[arg(long, default_value_t = 43_200)]
+        due_in_seconds: i64,
     },
     /// Another provider's add→delivery latency while 0, 1 and 50 providers hang.
     Deliveries {
@@ -82,6 +172,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn run(which: BenchCommand) -> Result<ExitCode> {
@@ -114,14 +210,77 @@ fn run(which: BenchCommand) -> Result<ExitCode> {
             runtime.block_on(outbound::origins(count.max(1)))?;
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::Fetch { users, per_origin } => {
-            if users == 0 {
-                bail!("--users must be at least 1");
+        BenchCommand::Fetch {
+            users,
+            per_origin,
+            origins,
+            body_bytes,
+            database_url,
+            timeout_seconds,
+            measure_seconds,
+        } => {
+            if users == 0 || origins == 0 {
+                bail!("--users and --origins must be at least 1");
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(fetch::run(users, per_origin))?;
+            runtime()?.block_on(fetch::run(fetch::FetchArgs {
+                users,
+                per_origin,
+                origins,
+                body_bytes,
+                database_url,
+                timeout_seconds,
+                measure_seconds,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::SqliteReference {
+            rows,
+            body_bytes,
+            per_commit,
+            seconds,
+        } => {
+            if rows == 0 || per_commit == 0 {
+                bail!("--rows and --per-commit must be at least 1");
+            }
+            runtime()?.block_on(sqlref::run(rows, body_bytes, per_commit, seconds))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Origin { listen, body_bytes } => {
+            runtime()?.block_on(servers::origin(listen, body_bytes))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::MemoryServer { listen, apps, keys } => {
+            runtime()?.block_on(servers::memory_server(listen, &apps, &keys))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Lateness {
+            count,
+            spread_seconds,
+            database_url,
+        } => {
+            if count == 0 {
+                bail!("--count must be at least 1");
+            }
+            runtime()?.block_on(lateness::refreshd(count, spread_seconds, database_url))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::LatenessReference {
+            count,
+            spread_seconds,
+        } => {
+            if count == 0 {
+                bail!("--count must be at least 1");
+            }
+            runtime()?.block_on(lateness::reference(count, spread_seconds))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::LoadPairs {
+            data_dir,
+            appid,
+            users,
+            due_in_seconds,
+        } => {
+            runtime()?.block_on(load::run(&data_dir, &appid, users, due_in_seconds))?;
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Rules {

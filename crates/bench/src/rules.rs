@@ -262,6 +262,15 @@ pub fn run(device_count: u32, forms_per_device: u32, seed: u64) {
         handled as f64 / elapsed
     );
     println!("  refreshes delivered {refreshes} ({counted} counted), deferred {deferred}");
+    crate::db::emit(serde_json::json!({
+        "bench": "rules",
+        "devices": device_count,
+        "forms": total_forms,
+        "decisions": handled,
+        "seconds": elapsed,
+        "decisions_per_second": handled as f64 / elapsed,
+        "state_bytes_per_form": state_bytes as u64 / total_forms,
+    }));
     println!(
         "  state: {} bytes per form in memory (FormState {} bytes inline, Device {} bytes, schedules on the heap)",
         state_bytes as u64 / total_forms,
