@@ -282,14 +282,8 @@ for i in range(int(sys.argv[1])):
     out.write(f'{{"user_id":"u{i}","token":"t{i}","last_launch":"{launch}","last_success":"{success}"}}\n')
 PY
 import_started=$SECONDS
-if "$REFRESHD" import --help >/dev/null 2>&1; then
-  IMPORTER="refreshd import"
-  "$REFRESHD" import --data-dir "$MDATA" --appid mem "$WORK/users.jsonl" >"$WORK/import.out"
-else
-  IMPORTER="refreshd-bench load-pairs (refreshd import is not in this build)"
-  note "pairs for the memory and cold-start rows were loaded by refreshd-bench load-pairs: this build has no refreshd import"
-  "$BENCH" load-pairs --data-dir "$MDATA" --appid mem --users "$MEM_PAIRS" >"$WORK/import.out"
-fi
+IMPORTER="refreshd import"
+"$REFRESHD" import --data-dir "$MDATA" --appid mem "$WORK/users.jsonl" >"$WORK/import.out"
 log "loaded $MEM_PAIRS pairs with $IMPORTER in $((SECONDS - import_started)) s"
 DB=$MDATA/refreshd.sqlite3
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do

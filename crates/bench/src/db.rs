@@ -1,13 +1,12 @@
 //! The database a benchmark runs on: a fresh SQLite file in a temporary directory, or a
 //! fresh PostgreSQL database created beside the one named by `--database-url` and
-//! dropped afterwards. Besides refreshd's own store it gives the benchmark a plain sqlx
-//! pool on the same database, to load users' pairs in bulk (untimed setup) and to count
-//! what the engine has recorded.
+//! dropped afterwards. Users' pairs are loaded through the engine (`import_users`, as
+//! `refreshd import` does; untimed setup). Besides refreshd's own store it gives the
+//! benchmark a plain sqlx pool on the same database, to count what the engine recorded.
 
 use anyhow::{bail, Context, Result};
-use refreshd_engine::secrets::TokenSealer;
-use refreshd_rules::periodic::FetchPair;
-use refreshd_rules::Instant;
+use refreshd_engine::import::{ImportedUser, IMPORT_CHUNK};
+use refreshd_engine::Engine;
 use refreshd_store::{PgStore, SqliteStore, Store};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -15,11 +14,6 @@ use sqlx::{ConnectOptions, PgPool, SqlitePool};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-
-/// Rows per transaction when loading pairs (what `refreshd import` commits at once).
-const LOAD_CHUNK: usize = 10_000;
-/// Rows per INSERT statement (six binds each stays under both databases' limits).
-const ROWS_PER_STATEMENT: usize = 1_000;
 
 pub enum BenchDb {
     Sqlite {
@@ -32,15 +26,6 @@ pub enum BenchDb {
         name: String,
         pool: PgPool,
     },
-}
-
-/// One user's pair as the bench loads it.
-pub struct NewPair {
-    pub appid: String,
-    pub user_id: String,
-    pub token: String,
-    /// When the engine should wake it (ms since the epoch).
-    pub wake_at: i64,
 }
 
 impl BenchDb {
@@ -103,20 +88,6 @@ impl BenchDb {
         }
     }
 
-    /// The bench's pool on an existing SQLite file (refreshd's store, already migrated).
-    pub async fn existing_sqlite(file: &std::path::Path) -> Result<BenchDb> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(
-                SqliteConnectOptions::new()
-                    .filename(file)
-                    .busy_timeout(std::time::Duration::from_secs(30)),
-            )
-            .await
-            .with_context(|| format!("opening {}", file.display()))?;
-        Ok(BenchDb::Sqlite { dir: None, pool })
-    }
-
     pub fn kind(&self) -> &'static str {
         match self {
             BenchDb::Sqlite { .. } => "sqlite",
@@ -124,80 +95,9 @@ impl BenchDb {
         }
     }
 
-    /// Loads pairs in bulk, each eligible (token set, launched at `launched`) and planned
-    /// to wake at its `wake_at`: the state a token + launch gives, written straight into
-    /// the store's table in chunks. Untimed setup; the engine's due-index is built from
-    /// the table afterwards (`Engine::load_due_index`).
-    pub async fn load_pairs(
-        &self,
-        sealer: &TokenSealer,
-        launched: Instant,
-        pairs: &[NewPair],
-    ) -> Result<()> {
-        let mut state = FetchPair::default();
-        state.token_set();
-        state.launch(launched);
-        let state = serde_json::to_string(&state)?;
-        for chunk in pairs.chunks(LOAD_CHUNK) {
-            let sealed: Vec<Vec<u8>> = chunk.iter().map(|p| sealer.seal(&p.token)).collect();
-            macro_rules! load {
-                ($pool:expr, $db:ty) => {{
-                    let mut tx = $pool.begin().await?;
-                    for (rows, sealed) in chunk
-                        .chunks(ROWS_PER_STATEMENT)
-                        .zip(sealed.chunks(ROWS_PER_STATEMENT))
-                    {
-                        let mut insert = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO fetch_pairs (appid, user_id, state, version, next_wake_at, token_sealed) ",
-                        );
-                        insert.push_values(rows.iter().zip(sealed), |mut row, (pair, sealed)| {
-                            row.push_bind(pair.appid.as_str())
-                                .push_bind(pair.user_id.as_str())
-                                .push_bind(state.as_str())
-                                .push_bind(1_i64)
-                                .push_bind(pair.wake_at)
-                                .push_bind(sealed.as_slice());
-                        });
-                        insert.build().execute(&mut *tx).await?;
-                    }
-                    tx.commit().await?;
-                }};
-            }
-            match self {
-                BenchDb::Sqlite { pool, .. } => load!(pool, sqlx::Sqlite),
-                BenchDb::Postgres { pool, .. } => load!(pool, sqlx::Postgres),
-            }
-        }
-        Ok(())
-    }
-
-    /// Plans pair `u{i}` of `count` to wake at `start + i * spread / count` (ms).
-    pub async fn spread_wake_times(&self, start: i64, spread: i64, count: u32) -> Result<()> {
-        let sql = "UPDATE fetch_pairs SET next_wake_at = $1 + CAST(substr(user_id, 2) AS BIGINT) * $2 / $3";
-        match self {
-            BenchDb::Sqlite { pool, .. } => {
-                sqlx::query(sql)
-                    .bind(start)
-                    .bind(spread)
-                    .bind(i64::from(count))
-                    .execute(pool)
-                    .await?;
-            }
-            BenchDb::Postgres { pool, .. } => {
-                sqlx::query(sql)
-                    .bind(start)
-                    .bind(spread)
-                    .bind(i64::from(count))
-                    .execute(pool)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
     /// Pairs whose fetch has been recorded (a cache written), and the largest version.
     pub async fn recorded(&self) -> Result<i64> {
-        let sql = "SELECT count(*) FROM fetch_pairs WHERE cached_at IS NOT NULL";
+        let sql = "SELECT count(*) FROM fetch_cache WHERE cached_at IS NOT NULL";
         Ok(match self {
             BenchDb::Sqlite { pool, .. } => sqlx::query_scalar(sql).fetch_one(pool).await?,
             BenchDb::Postgres { pool, .. } => sqlx::query_scalar(sql).fetch_one(pool).await?,
@@ -293,4 +193,21 @@ mod tests {
             "postgres://h/b"
         );
     }
+}
+
+/// Imports `users` through the engine, as `refreshd import` does (`Engine::import_users`),
+/// user `i` into app `apps[i % apps.len()]`, in transactions of `IMPORT_CHUNK` users.
+pub async fn import_users(engine: &Engine, apps: &[String], users: &[ImportedUser]) -> Result<()> {
+    for (k, appid) in apps.iter().enumerate() {
+        let mine: Vec<ImportedUser> = users
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % apps.len() == k)
+            .map(|(_, user)| user.clone())
+            .collect();
+        for chunk in mine.chunks(IMPORT_CHUNK) {
+            engine.import_users(appid, chunk).await?;
+        }
+    }
+    Ok(())
 }

@@ -6,9 +6,10 @@
 //! `refreshd import` does; the timing runs from the engine's start until every fetch
 //! is recorded (body cached, next fetch planned, committed).
 
-use crate::db::{emit, write_bytes, BenchDb, NewPair};
+use crate::db::{emit, import_users, write_bytes, BenchDb};
 use crate::servers::{spawn_origin, OriginLog};
 use anyhow::{bail, Result};
+use refreshd_engine::import::ImportedUser;
 use refreshd_engine::secrets::{SecretKey, TokenSealer};
 use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock};
 use refreshd_fetch::{DestinationPolicy, FetchLimits, Fetcher};
@@ -56,7 +57,6 @@ pub async fn run(args: FetchArgs) -> Result<()> {
     };
     let fetcher = Arc::new(Fetcher::new(policy, limits)?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let sealer = TokenSealer::new(&SecretKey([9; 32]));
     let engine = Engine::new(
         store.clone(),
         clock.clone(),
@@ -82,17 +82,19 @@ pub async fn run(args: FetchArgs) -> Result<()> {
             .insert_app(&appid, &serde_json::to_string(&app)?, None, None)
             .await?;
     }
+    // Launched just now with a token and never fetched: every pair is due at once.
     let now = clock.now();
-    let pairs: Vec<NewPair> = (0..users)
-        .map(|i| NewPair {
-            appid: format!("bench{}", i % origins),
+    let users: Vec<ImportedUser> = (0..users)
+        .map(|i| ImportedUser {
             user_id: format!("u{i}"),
-            token: format!("t{i}"),
-            wake_at: now.as_millis(),
+            token: Some(format!("t{i}")),
+            last_launch: now,
+            last_success: None,
         })
         .collect();
-    db.load_pairs(&sealer, now, &pairs).await?;
-    drop(pairs);
+    let apps: Vec<String> = (0..origins).map(|i| format!("bench{i}")).collect();
+    import_users(&engine, &apps, &users).await?;
+    let users = users.len() as u32;
     engine.load_due_index().await?;
     let setup_time = setup.elapsed();
 

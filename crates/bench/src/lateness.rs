@@ -9,9 +9,10 @@
 //! `refreshd-bench lateness-reference`: the same schedule slept through by one bare
 //! `tokio::time::sleep_until` loop. Prints figures; never a test.
 
-use crate::db::{emit, quantile, BenchDb, NewPair};
+use crate::db::{emit, import_users, quantile, BenchDb};
 use crate::servers::{now_ms, spawn_origin, OriginLog};
 use anyhow::{bail, Result};
+use refreshd_engine::import::ImportedUser;
 use refreshd_engine::secrets::{SecretKey, TokenSealer};
 use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock};
 use refreshd_fetch::{DestinationPolicy, FetchLimits, Fetcher};
@@ -88,7 +89,6 @@ pub async fn refreshd(count: u32, spread_seconds: f64, database_url: Option<Stri
     let policy = DestinationPolicy::new(DestinationPolicy::parse_trusted(&["127.0.0.1/32"])?);
     let fetcher = Arc::new(Fetcher::new(policy, FetchLimits::default())?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let sealer = TokenSealer::new(&SecretKey([9; 32]));
     let engine = Engine::new(
         store.clone(),
         clock.clone(),
@@ -108,25 +108,28 @@ pub async fn refreshd(count: u32, spread_seconds: f64, database_url: Option<Stri
     store
         .insert_app("late", &serde_json::to_string(&app)?, None, None)
         .await?;
-    // Loaded unplanned, then planned in one statement two seconds ahead: the schedule
-    // starts after the (untimed) load, whatever it took.
+    // Each user's last success is set so that its next fetch (12 h later, no jitter)
+    // falls on its instant of the schedule, which starts two seconds after the import
+    // would take at its slowest pace seen here.
+    let start = now_ms() + 2_000 + i64::from(count) / 20;
+    let half_day = 12 * 3_600_000;
     let launched = clock.now();
-    let pairs: Vec<NewPair> = (0..count)
-        .map(|i| NewPair {
-            appid: "late".into(),
+    let users: Vec<ImportedUser> = (0..count)
+        .map(|i| ImportedUser {
             user_id: format!("u{i}"),
-            token: format!("t{i}"),
-            wake_at: i64::MAX / 2,
+            token: Some(format!("t{i}")),
+            last_launch: launched,
+            last_success: Some(refreshd_rules::Instant::from_millis(
+                start + offset_ms(i, count, spread_seconds) - half_day,
+            )),
         })
         .collect();
-    db.load_pairs(&sealer, launched, &pairs).await?;
-    let start = now_ms() + 2_000;
-    db.spread_wake_times(start, spread_ms(spread_seconds), count)
-        .await?;
-    let planned: std::collections::HashMap<String, i64> = pairs
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| (p.token, start + offset_ms(i as u32, count, spread_seconds)))
+    import_users(&engine, &["late".to_string()], &users).await?;
+    if now_ms() > start {
+        bail!("importing {count} users took longer than the schedule's lead; use fewer");
+    }
+    let planned: std::collections::HashMap<String, i64> = (0..count)
+        .map(|i| (format!("t{i}"), start + offset_ms(i, count, spread_seconds)))
         .collect();
     engine.load_due_index().await?;
 

@@ -6,7 +6,6 @@ mod db;
 mod fetch;
 mod hostile;
 mod lateness;
-mod load;
 mod outbound;
 mod ratelimit;
 mod rules;
@@ -136,18 +135,6 @@ enum BenchCommand {
         #[arg(long, default_value_t = 60.0)]
         spread_seconds: f64,
     },
-    /// Loads users' pairs into a stopped service's embedded store (when `refreshd
-    /// import` is not available): token + launch state, planned DUE_IN_SECONDS ahead.
-    LoadPairs {
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long)]
-        appid: String,
-        #[arg(long)]
-        users: u32,
-        #[arg(long, default_value_t = 43_200)]
-        due_in_seconds: i64,
-    },
     /// Another provider's add→delivery latency while 0, 1 and 50 providers hang.
     Deliveries {
         /// Forms added (and delivered) per phase, one after another.
@@ -272,15 +259,6 @@ fn run(which: BenchCommand) -> Result<ExitCode> {
                 bail!("--count must be at least 1");
             }
             runtime()?.block_on(lateness::reference(count, spread_seconds))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::LoadPairs {
-            data_dir,
-            appid,
-            users,
-            due_in_seconds,
-        } => {
-            runtime()?.block_on(load::run(&data_dir, &appid, users, due_in_seconds))?;
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Rules {

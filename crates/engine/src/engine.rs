@@ -532,7 +532,8 @@ impl Engine {
         change: &mut impl FnMut(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
     ) -> Result<(T, Option<Instant>), EngineError> {
         let appid = app.appid();
-        let existing = self.store.get_pair(appid, user_id).await?;
+        // The state without the cache: a change through here never touches the cache.
+        let existing = self.store.get_pair_state(appid, user_id).await?;
         let expected_version = existing.as_ref().map_or(0, |r| r.version);
         let mut record = existing.unwrap_or_else(|| PairRecord {
             appid: appid.to_string(),
@@ -560,6 +561,7 @@ impl Engine {
                 log: None,
                 announce: None,
                 lateness_ms: None,
+                write_cache: false,
             })
             .await?;
         Ok((result, next))

@@ -556,6 +556,7 @@ impl Engine {
                 log: Some(done.log.clone()),
                 announce,
                 lateness_ms: done.lateness_ms,
+                write_cache: completion.cache_changed,
             })
             .await?;
         for device_id in &announced {

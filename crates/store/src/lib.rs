@@ -188,6 +188,8 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- periodic fetch
     async fn get_pair(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>>;
+    /// A pair's state, version and token, without its cache (whose fields are `None`).
+    async fn get_pair_state(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>>;
     /// Inserts (`expected_version` 0) or updates a pair, with an optional log entry and
     /// an optional announcement to the user's devices; answers the devices announced to.
     async fn commit_pair(&self, commit: PairCommit) -> StoreResult<Vec<String>>;

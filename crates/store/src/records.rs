@@ -245,6 +245,10 @@ pub struct PairCommit {
     /// How late a scheduled fetch was sent after it was due, counted with the log
     /// entry in the app's statistics (a fetch-now has none).
     pub lateness_ms: Option<i64>,
+    /// Whether the record's cache (data, time stamps, ETag) is written too. A new pair
+    /// is written whole; an update leaves the stored cache as it is unless this is set,
+    /// so state-only commits never rewrite a body.
+    pub write_cache: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

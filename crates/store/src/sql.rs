@@ -93,7 +93,11 @@ impl<B: Backend> SqlStore<B> {
 
 const FORM_COLUMNS: &str = "form_id, form_num, device_id, provider, form_name, created_at";
 const PROVIDER_COLUMNS: &str = "provider, provider_num, refresh_url, system_app, api_version, market_update_duration, signing_secret, form_config, previous_signing_secret, previous_secret_until";
-const PAIR_COLUMNS: &str = "appid, user_id, state, version, next_wake_at, token_sealed, cached_data, cached_at, etag, etag_url, cached_sent_at";
+/// A pair's own row; its cache is a row of `fetch_cache` beside it, written only when the
+/// cache changes, so state-only commits never rewrite (or read) a body.
+const PAIR_COLUMNS: &str = "appid, user_id, state, version, next_wake_at, token_sealed";
+/// A pair with its cache, for reads that answer both.
+const PAIR_WITH_CACHE: &str = "SELECT p.appid, p.user_id, p.state, p.version, p.next_wake_at, p.token_sealed, c.data AS cached_data, c.cached_at, c.cached_sent_at, c.etag, c.etag_url FROM fetch_pairs p LEFT JOIN fetch_cache c ON c.appid = p.appid AND c.user_id = p.user_id";
 const FORM_DATA_COLUMNS: &str = "form_id, data, updated_at, trigger";
 const DELIVERY_COLUMNS: &str =
     "delivery_id, form_id, device_id, provider, body, trigger, attempts, next_attempt_at";
@@ -470,24 +474,51 @@ where
         Ok(())
     }
 
-    /// Inserts a new pair row within `tx`; answers 0 when the pair exists already.
+    /// Inserts a new pair row (and its cache, if it has one) within `tx`; answers 0 when
+    /// the pair exists already.
     async fn insert_pair_row(tx: &mut Conn<B>, r: &PairRecord) -> StoreResult<u64> {
         let done = sqlx::query(&format!(
-            "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (appid, user_id) DO NOTHING"
+            "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (appid, user_id) DO NOTHING"
         ))
         .bind(&r.appid)
         .bind(&r.user_id)
         .bind(&r.state)
         .bind(r.next_wake_at)
         .bind(&r.token_sealed)
-        .bind(&r.cached_data)
-        .bind(r.cached_at)
-        .bind(&r.etag)
-        .bind(&r.etag_url)
-        .bind(r.cached_sent_at)
         .execute(&mut *tx)
         .await?;
-        Ok(B::rows_affected(&done))
+        let inserted = B::rows_affected(&done);
+        if inserted > 0 && (r.cached_data.is_some() || r.etag.is_some()) {
+            Self::write_cache_row(tx, r).await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Writes a pair's cache row as `r` holds it, within `tx` (none left when it holds
+    /// neither data nor an ETag).
+    async fn write_cache_row(tx: &mut Conn<B>, r: &PairRecord) -> StoreResult<()> {
+        if r.cached_data.is_none() && r.etag.is_none() {
+            sqlx::query("DELETE FROM fetch_cache WHERE appid = $1 AND user_id = $2")
+                .bind(&r.appid)
+                .bind(&r.user_id)
+                .execute(&mut *tx)
+                .await?;
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO fetch_cache (appid, user_id, data, cached_at, cached_sent_at, etag, etag_url) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (appid, user_id) DO UPDATE SET data = excluded.data, cached_at = excluded.cached_at, cached_sent_at = excluded.cached_sent_at, etag = excluded.etag, etag_url = excluded.etag_url",
+        )
+        .bind(&r.appid)
+        .bind(&r.user_id)
+        .bind(&r.cached_data)
+        .bind(r.cached_at)
+        .bind(r.cached_sent_at)
+        .bind(&r.etag)
+        .bind(&r.etag_url)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
     }
 
     /// One pair's commit within a group's transaction; `Conflict`, having written
@@ -506,17 +537,12 @@ where
             }
         } else {
             let updated = sqlx::query(
-                "UPDATE fetch_pairs SET state = $1, version = version + 1, next_wake_at = $2, claimed_by = NULL, claim_until = NULL, token_sealed = $3, cached_data = $4, cached_at = $5, etag = $6, etag_url = $7, cached_sent_at = $8
-                 WHERE appid = $9 AND user_id = $10 AND version = $11",
+                "UPDATE fetch_pairs SET state = $1, version = version + 1, next_wake_at = $2, claimed_by = NULL, claim_until = NULL, token_sealed = $3
+                 WHERE appid = $4 AND user_id = $5 AND version = $6",
             )
             .bind(&r.state)
             .bind(r.next_wake_at)
             .bind(&r.token_sealed)
-            .bind(&r.cached_data)
-            .bind(r.cached_at)
-            .bind(&r.etag)
-            .bind(&r.etag_url)
-            .bind(r.cached_sent_at)
             .bind(&r.appid)
             .bind(&r.user_id)
             .bind(commit.expected_version)
@@ -524,6 +550,9 @@ where
             .await?;
             if B::rows_affected(&updated) == 0 {
                 return Err(StoreError::Conflict);
+            }
+            if commit.write_cache {
+                Self::write_cache_row(tx, r).await?;
             }
         }
         if let Some(log) = &commit.log {
@@ -1304,7 +1333,7 @@ where
 
     async fn pairs_of_user(&self, user_id: &str) -> StoreResult<Vec<PairRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {PAIR_COLUMNS} FROM fetch_pairs WHERE user_id = $1 ORDER BY appid"
+            "{PAIR_WITH_CACHE} WHERE p.user_id = $1 ORDER BY p.appid"
         ))
         .bind(user_id)
         .fetch_all(self.backend.reader())
@@ -1314,13 +1343,32 @@ where
 
     async fn get_pair(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>> {
         let row = sqlx::query(&format!(
-            "SELECT {PAIR_COLUMNS} FROM fetch_pairs WHERE appid = $1 AND user_id = $2"
+            "{PAIR_WITH_CACHE} WHERE p.appid = $1 AND p.user_id = $2"
         ))
         .bind(appid)
         .bind(user_id)
         .fetch_optional(self.backend.reader())
         .await?;
         Ok(row.as_ref().map(Self::pair_from_row))
+    }
+
+    async fn get_pair_state(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PAIR_COLUMNS} FROM fetch_pairs WHERE appid = $1 AND user_id = $2"
+        ))
+        .bind(appid)
+        .bind(user_id)
+        .fetch_optional(self.backend.reader())
+        .await?;
+        Ok(row.as_ref().map(|row| PairRecord {
+            appid: row.get("appid"),
+            user_id: row.get("user_id"),
+            state: row.get("state"),
+            version: row.get("version"),
+            next_wake_at: row.get("next_wake_at"),
+            token_sealed: row.get("token_sealed"),
+            ..PairRecord::default()
+        }))
     }
 
     async fn commit_pair(&self, commit: PairCommit) -> StoreResult<Vec<String>> {
@@ -1425,12 +1473,10 @@ where
     }
 
     async fn all_pairs_of_app(&self, appid: &str) -> StoreResult<Vec<PairRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {PAIR_COLUMNS} FROM fetch_pairs WHERE appid = $1"
-        ))
-        .bind(appid)
-        .fetch_all(self.backend.reader())
-        .await?;
+        let rows = sqlx::query(&format!("{PAIR_WITH_CACHE} WHERE p.appid = $1"))
+            .bind(appid)
+            .fetch_all(self.backend.reader())
+            .await?;
         Ok(rows.iter().map(Self::pair_from_row).collect())
     }
 
@@ -1534,6 +1580,7 @@ where
         for statement in [
             "DELETE FROM api_keys WHERE kind = 'app' AND principal = $1",
             "DELETE FROM fetch_pairs WHERE appid = $1",
+            "DELETE FROM fetch_cache WHERE appid = $1",
             "DELETE FROM fetch_log WHERE appid = $1",
             "DELETE FROM events WHERE appid = $1",
             "DELETE FROM fetch_stats WHERE appid = $1",
@@ -1607,6 +1654,7 @@ where
                 .collect();
         for statement in [
             "DELETE FROM fetch_pairs WHERE user_id = $1",
+            "DELETE FROM fetch_cache WHERE user_id = $1",
             "DELETE FROM fetch_log WHERE user_id = $1",
         ] {
             sqlx::query(statement)

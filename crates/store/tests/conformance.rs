@@ -411,6 +411,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
             log: None,
             announce: None,
             lateness_ms: None,
+            write_cache: false,
         })
         .await
         .unwrap();
@@ -422,6 +423,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
                 log: None,
                 announce: None,
                 lateness_ms: None,
+                write_cache: false,
             })
             .await,
         Err(StoreError::Conflict)
@@ -447,6 +449,7 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
                 log: Some(log),
                 announce: None,
                 lateness_ms: Some(2_000),
+                write_cache: true,
             })
             .await
             .unwrap();
@@ -708,6 +711,7 @@ async fn announced_data_reaches_the_users_devices_and_streams_start_at_the_lates
                 at: 5,
             }),
             lateness_ms: None,
+            write_cache: false,
         })
         .await
         .unwrap();
@@ -835,6 +839,7 @@ async fn commits_arriving_together_each_keep_their_answer(store: Arc<dyn Store>)
         }),
         announce: None,
         lateness_ms: None,
+        write_cache: false,
     };
     // 400 new pairs, and each inserted a second time: of each two, exactly one wins.
     let mut tasks = tokio::task::JoinSet::new();
