@@ -21,6 +21,7 @@ pub mod commands;
 pub mod due;
 pub mod engine;
 pub mod error;
+pub mod read_cache;
 pub mod run;
 pub mod secrets;
 pub mod transport;
@@ -30,6 +31,7 @@ pub use clock::{Clock, ManualClock, SystemClock, WarpClock};
 pub use commands::Caller;
 pub use engine::{Engine, EngineSettings, TappedDecision};
 pub use error::EngineError;
+pub use read_cache::{ReadCacheSettings, ReadCacheUsage};
 /// The store's kinds of key and its errors, as callers of commands meet them.
 pub use refreshd_store::{KeyKind, StoreError};
 pub use run::{DeliveryDispatcher, DispatchStep, DueFetch, FetchReport, WakeStep};

@@ -486,6 +486,7 @@ impl Engine {
                 lateness_ms: done.lateness_ms,
             })
             .await?;
+        self.read_cache.pair_changed(app.appid(), user_id);
         for device_id in &announced {
             self.announce_events(device_id);
         }
