@@ -190,6 +190,8 @@ async fn a_rotated_or_deleted_key_stops_working_at_once() {
     assert_eq!(read(&service, &phone).await.0, 200);
 
     // A developer key rotated: the same.
+    let log = "/v1/apps/wx1/periodic-fetch/log?user_id=u1";
+    assert_eq!(service.call("GET", log, &developer, None).await.0, 200);
     let (status, rotated) = service
         .call(
             "POST",
@@ -199,10 +201,7 @@ async fn a_rotated_or_deleted_key_stops_working_at_once() {
         )
         .await;
     assert_eq!(status, 200, "{rotated}");
-    let (status, _) = service
-        .call("GET", "/v1/apps/wx1/periodic-fetch", &developer, None)
-        .await;
-    assert_eq!(status, 401);
+    assert_eq!(service.call("GET", log, &developer, None).await.0, 401);
 
     // The device deleted: its key stops at once.
     let (status, _) = service
