@@ -31,13 +31,16 @@ pub struct RequestLimits {
     in_flight: Arc<InFlightCounts>,
 }
 
+/// Requests in progress by key hash.
+type Counts = HashMap<Vec<u8>, usize>;
+
 struct InFlightCounts {
-    shards: Box<[Mutex<HashMap<Vec<u8>, usize>>]>,
+    shards: Box<[Mutex<Counts>]>,
     hasher: RandomState,
 }
 
 impl InFlightCounts {
-    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, usize>> {
+    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Counts> {
         self.shards[self.hasher.hash_one(key) as usize % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -66,19 +66,19 @@ const PAIR_STRIPES: usize = 1024;
 const APP_STRIPES: usize = 64;
 
 #[derive(Clone, PartialEq, Eq)]
-enum Key {
+enum EntryKey {
     ApiKey([u8; 32]),
     Device(Box<str>),
     Body { appid: Box<str>, user: Box<str> },
 }
 
 // Hashed by hand so that the borrowed forms below hash the same way.
-impl Hash for Key {
+impl Hash for EntryKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
-            Key::ApiKey(hash) => ApiKeyRef(hash).hash(state),
-            Key::Device(id) => DeviceRef(id).hash(state),
-            Key::Body { appid, user } => BodyRef { appid, user }.hash(state),
+            EntryKey::ApiKey(hash) => ApiKeyRef(hash).hash(state),
+            EntryKey::Device(id) => DeviceRef(id).hash(state),
+            EntryKey::Body { appid, user } => BodyRef { appid, user }.hash(state),
         }
     }
 }
@@ -109,19 +109,19 @@ impl Hash for BodyRef<'_> {
         self.user.hash(state);
     }
 }
-impl Equivalent<Key> for ApiKeyRef<'_> {
-    fn equivalent(&self, key: &Key) -> bool {
-        matches!(key, Key::ApiKey(hash) if hash == self.0)
+impl Equivalent<EntryKey> for ApiKeyRef<'_> {
+    fn equivalent(&self, key: &EntryKey) -> bool {
+        matches!(key, EntryKey::ApiKey(hash) if hash == self.0)
     }
 }
-impl Equivalent<Key> for DeviceRef<'_> {
-    fn equivalent(&self, key: &Key) -> bool {
-        matches!(key, Key::Device(id) if **id == *self.0)
+impl Equivalent<EntryKey> for DeviceRef<'_> {
+    fn equivalent(&self, key: &EntryKey) -> bool {
+        matches!(key, EntryKey::Device(id) if **id == *self.0)
     }
 }
-impl Equivalent<Key> for BodyRef<'_> {
-    fn equivalent(&self, key: &Key) -> bool {
-        matches!(key, Key::Body { appid, user } if **appid == *self.appid && **user == *self.user)
+impl Equivalent<EntryKey> for BodyRef<'_> {
+    fn equivalent(&self, key: &EntryKey) -> bool {
+        matches!(key, EntryKey::Body { appid, user } if **appid == *self.appid && **user == *self.user)
     }
 }
 
@@ -157,12 +157,12 @@ pub(crate) struct Epochs(u64, u64);
 #[derive(Clone)]
 struct Weigh;
 
-impl Weighter<Key, Value> for Weigh {
-    fn weight(&self, key: &Key, value: &Value) -> u64 {
+impl Weighter<EntryKey, Value> for Weigh {
+    fn weight(&self, key: &EntryKey, value: &Value) -> u64 {
         let key = match key {
-            Key::ApiKey(_) => 32,
-            Key::Device(id) => id.len(),
-            Key::Body { appid, user } => appid.len() + user.len(),
+            EntryKey::ApiKey(_) => 32,
+            EntryKey::Device(id) => id.len(),
+            EntryKey::Body { appid, user } => appid.len() + user.len(),
         };
         let value = match value {
             Value::ApiKey { principal, .. } => principal.len(),
@@ -175,7 +175,7 @@ impl Weighter<Key, Value> for Weigh {
 
 /// The engine's read cache (see the module's documentation).
 pub struct ReadCache {
-    entries: Option<Cache<Key, Value, Weigh>>,
+    entries: Option<Cache<EntryKey, Value, Weigh>>,
     max_bytes: u64,
     /// `Some` when other nodes may change the store behind this one.
     ttl: Option<Duration>,
@@ -241,16 +241,14 @@ impl ReadCache {
         }
     }
 
-    fn insert(&self, key: Key, value: Value) {
+    fn insert(&self, key: EntryKey, value: Value) {
         if let Some(entries) = &self.entries {
             entries.insert(key, value);
         }
     }
 
     fn pair_stripe(&self, appid: &str, user: &str) -> &AtomicU64 {
-        let mut hasher = self.stripes.build_hasher();
-        BodyRef { appid, user }.hash(&mut hasher);
-        &self.pairs[hasher.finish() as usize % PAIR_STRIPES]
+        &self.pairs[self.stripes.hash_one(BodyRef { appid, user }) as usize % PAIR_STRIPES]
     }
 
     fn app_stripe(&self, appid: &str) -> &AtomicU64 {
@@ -287,7 +285,7 @@ impl ReadCache {
             return;
         };
         self.insert(
-            Key::ApiKey(hash),
+            EntryKey::ApiKey(hash),
             Value::ApiKey {
                 kind: caller.kind,
                 principal: Arc::from(caller.id.as_str()),
@@ -319,7 +317,7 @@ impl ReadCache {
 
     pub(crate) fn put_device_user(&self, device_id: &str, user: &str, epochs: Epochs) {
         self.insert(
-            Key::Device(device_id.into()),
+            EntryKey::Device(device_id.into()),
             Value::Device {
                 user: Arc::from(user),
                 filled: Self::filled(epochs),
@@ -354,7 +352,7 @@ impl ReadCache {
 
     pub(crate) fn put_body(&self, appid: &str, user: &str, body: Option<Bytes>, epochs: Epochs) {
         self.insert(
-            Key::Body {
+            EntryKey::Body {
                 appid: appid.into(),
                 user: user.into(),
             },
