@@ -7,7 +7,9 @@ use crate::extract::{Body, Path, Query};
 use crate::openapi::{DateTime, Id};
 use crate::AppState;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use refreshd_engine::commands::{GrayInput, PeriodicInput, PeriodicView, SourceInput};
 use refreshd_engine::wire::rfc3339;
@@ -382,21 +384,51 @@ pub struct CachedView {
     time_stamp: i64,
 }
 
-/// P15: the user's cached data; never waits for a fetch in progress.
+/// P15: the user's cached data; never waits for a fetch in progress. The engine
+/// answers the body already encoded as a [`CachedView`] (it keeps it so in its read
+/// cache), so it is sent as it is, without being copied or escaped again.
 pub async fn read_cached(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(appid): Path<String>,
     Query(query): Query<FetchTypeQuery>,
-) -> ApiResult<Json<CachedView>> {
+) -> ApiResult<Response> {
     let fetch_type = query.fetch_type.map(|FetchType::Periodic| "periodic");
-    let cached = state
+    let body = state
         .engine
         .apps()
-        .read_cached(&caller, &appid, fetch_type)
+        .read_cached_body(&caller, &appid, fetch_type)
         .await?;
-    Ok(Json(CachedView {
-        fetched_data: cached.fetched_data,
-        time_stamp: cached.time_stamp,
-    }))
+    Ok((
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CachedView;
+
+    /// The engine writes the body of `GET /v1/apps/{appid}/background-fetch` itself;
+    /// it must be exactly what serializing this documented type gives.
+    #[test]
+    fn the_engines_cached_body_is_the_documented_view_byte_for_byte() {
+        for (data, at) in [
+            ("", 0),
+            ("plain", 1_772_359_200_000),
+            ("\"quoted\" \\ back/slash \n\t\r\u{0} \u{1f} é 天气 🌧", -1),
+            ("{\"json\": [1, 2.5, null]}", i64::MAX),
+        ] {
+            let view = CachedView {
+                fetched_data: data.to_string(),
+                time_stamp: at,
+            };
+            assert_eq!(
+                refreshd_engine::wire::cached_data_body(data, at).as_ref(),
+                serde_json::to_vec(&view).unwrap().as_slice(),
+                "{data:?}"
+            );
+        }
+    }
 }

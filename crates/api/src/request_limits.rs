@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use refreshd_engine::Caller as Principal;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,11 +20,31 @@ use std::time::Duration;
 /// own cap (`--max-streams-per-key`) and are counted there, not here.
 pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT_PER_KEY: usize = 32;
 
+/// Independent parts of the in-flight counts, chosen by key, so that requests of
+/// different keys on different cores do not wait for one lock.
+const SHARDS: usize = 32;
+
 #[derive(Clone)]
 pub struct RequestLimits {
     body_deadline: Duration,
     max_in_flight_per_key: usize,
-    in_flight: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
+    in_flight: Arc<InFlightCounts>,
+}
+
+/// Requests in progress by key hash.
+type Counts = HashMap<Vec<u8>, usize>;
+
+struct InFlightCounts {
+    shards: Box<[Mutex<Counts>]>,
+    hasher: RandomState,
+}
+
+impl InFlightCounts {
+    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Counts> {
+        self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl RequestLimits {
@@ -31,16 +52,20 @@ impl RequestLimits {
         RequestLimits {
             body_deadline,
             max_in_flight_per_key: max_in_flight_per_key.max(1),
-            in_flight: Arc::default(),
+            in_flight: Arc::new(InFlightCounts {
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                hasher: RandomState::new(),
+            }),
         }
     }
 
     /// Keys with a request in progress (entries go when their last request ends).
     pub fn keys_tracked(&self) -> usize {
         self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+            .shards
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 }
 
@@ -52,11 +77,7 @@ struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut map = self
-            .limits
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = self.limits.in_flight.shard(&self.key);
         if let Some(n) = map.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -80,8 +101,12 @@ pub async fn limit_request(
         .map(|caller| caller.key_hash.clone());
     let _place = match key {
         Some(key) => {
-            let mut map = limits.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            let n = map.entry(key.clone()).or_insert(0);
+            let mut map = limits.in_flight.shard(&key);
+            // The key is copied into the map only when it is not there yet.
+            if !map.contains_key(&key) {
+                map.insert(key.clone(), 0);
+            }
+            let n = map.get_mut(&key).expect("inserted above");
             if *n >= limits.max_in_flight_per_key {
                 let mut error = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -139,7 +164,7 @@ mod tests {
     fn a_key_holds_its_places_until_its_requests_end() {
         let limits = RequestLimits::new(Duration::from_secs(1), 2);
         let place = |key: &[u8]| {
-            let mut map = limits.in_flight.lock().unwrap();
+            let mut map = limits.in_flight.shard(key);
             *map.entry(key.to_vec()).or_insert(0) += 1;
             InFlight {
                 limits: limits.clone(),
@@ -148,7 +173,7 @@ mod tests {
         };
         let a = place(b"k1");
         let b = place(b"k1");
-        assert_eq!(limits.in_flight.lock().unwrap()[&b"k1".to_vec()], 2);
+        assert_eq!(limits.in_flight.shard(b"k1")[&b"k1".to_vec()], 2);
         drop(a);
         drop(b);
         assert_eq!(limits.keys_tracked(), 0, "an idle key is forgotten");

@@ -44,6 +44,8 @@ pub struct EngineSettings {
     /// How long a claimed delivery is held before another node may send it again;
     /// longer than one attempt's deadline.
     pub delivery_lease_ms: i64,
+    /// The read cache's byte budget and its time-to-live in a fleet (`read_cache`).
+    pub read_cache: crate::read_cache::ReadCacheSettings,
 }
 
 impl Default for EngineSettings {
@@ -57,6 +59,7 @@ impl Default for EngineSettings {
             claim_lease_ms: 60_000,
             poll_interval_ms: 1_000,
             delivery_lease_ms: 30_000,
+            read_cache: Default::default(),
         }
     }
 }
@@ -93,6 +96,7 @@ pub struct Engine {
     parsed_configs: Mutex<HashMap<String, ParsedConfig>>,
     /// Where committed form decisions are copied, when someone listens (`tap_decisions`).
     pub(crate) decision_tap: Mutex<Option<std::sync::mpsc::Sender<TappedDecision>>>,
+    pub(crate) read_cache: crate::read_cache::ReadCache,
 }
 
 /// A form decision as the engine committed it.
@@ -171,6 +175,7 @@ impl Engine {
         settings: EngineSettings,
     ) -> Arc<Self> {
         Arc::new(Engine {
+            read_cache: crate::read_cache::ReadCache::for_engine(&settings, &store),
             store,
             clock,
             fetcher,
@@ -519,6 +524,7 @@ impl Engine {
             if retries.again(&result) {
                 continue;
             }
+            self.read_cache.pair_changed(app.appid(), user_id);
             let (result, next) = result?;
             self.plan(next);
             return Ok(result);

@@ -22,6 +22,7 @@ pub mod due;
 pub mod engine;
 pub mod error;
 pub mod import;
+pub mod read_cache;
 pub mod run;
 pub mod running;
 pub mod secrets;
@@ -32,6 +33,7 @@ pub use clock::{Clock, ManualClock, SystemClock, WarpClock};
 pub use commands::Caller;
 pub use engine::{Engine, EngineSettings, TappedDecision};
 pub use error::EngineError;
+pub use read_cache::{ReadCacheSettings, ReadCacheUsage};
 /// The store's kinds of key and its errors, as callers of commands meet them.
 pub use refreshd_store::{KeyKind, StoreError};
 pub use run::{DeliveryDispatcher, DispatchStep, DueFetch, FetchReport, WakeStep};

@@ -558,7 +558,10 @@ impl Engine {
                 lateness_ms: done.lateness_ms,
                 write_cache: completion.cache_changed,
             })
-            .await?;
+            .await;
+        // Even when the commit's answer is an error: it may have been written.
+        self.read_cache.pair_changed(app.appid(), user_id);
+        let announced = announced?;
         for device_id in &announced {
             self.announce_events(device_id);
         }

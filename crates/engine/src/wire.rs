@@ -42,6 +42,24 @@ struct FetchedDataPayload<'a> {
     time_stamp: i64,
 }
 
+/// The answer of `GET /v1/apps/{appid}/background-fetch` (P15), whole: encoded once
+/// per change of the cache (`read_cache`) and sent as it is.
+#[derive(Serialize)]
+struct CachedDataBody<'a> {
+    fetched_data: &'a str,
+    time_stamp: i64,
+}
+
+/// The JSON body of a user's cached data as the device reads it.
+pub fn cached_data_body(fetched_data: &str, time_stamp: i64) -> bytes::Bytes {
+    let body = CachedDataBody {
+        fetched_data,
+        time_stamp,
+    };
+    // As `to_text`: these fields cannot fail to serialize.
+    bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
 /// The JSON body POSTed to a provider's `refresh_url`.
 #[derive(Serialize)]
 struct DeliveryBody<'a> {

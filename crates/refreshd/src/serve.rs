@@ -239,6 +239,7 @@ async fn serve(settings: Settings) -> Result<()> {
         claim_lease_ms: on_clock(settings.claim_lease),
         poll_interval_ms: on_clock(settings.poll_interval),
         delivery_lease_ms: on_clock(deadline * 2),
+        read_cache: settings.read_cache,
     };
     let engine = Engine::new(
         store.clone(),

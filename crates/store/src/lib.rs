@@ -62,9 +62,22 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Builds the host event for a form's stored data (the engine owns the payload format).
 pub type EventBuilder = dyn Fn(&FormData) -> NewEvent + Send + Sync;
 
+/// Whether a store is used by this node alone (SQLite), so that every change it holds
+/// was made here, or shared by a fleet (PostgreSQL), where other nodes change it too;
+/// caches in front of it need a time-to-live in the second case only.
+pub trait NodeScope {
+    fn single_node(&self) -> bool;
+}
+
+impl<B: sql::Backend> NodeScope for SqlStore<B> {
+    fn single_node(&self) -> bool {
+        B::SINGLE_NODE
+    }
+}
+
 /// Everything refreshd keeps. Implemented by [`SqliteStore`] and [`PgStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: NodeScope + Send + Sync + 'static {
     /// Answers when the database is reachable and takes writes: after a failed commit
     /// (a full disk) the embedded store answers an error until a write fits again.
     async fn ping(&self) -> StoreResult<()>;

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 pub const START_MS: i64 = 1_772_359_200_000;
 
 pub struct Service {
+    pub engine: Arc<Engine>,
     pub store: Arc<SqliteStore>,
     pub clock: Arc<ManualClock>,
     pub db: PathBuf,
@@ -28,6 +29,10 @@ pub struct Service {
 
 impl Service {
     pub async fn start(name: &str) -> Service {
+        Service::start_with(name, EngineSettings::default()).await
+    }
+
+    pub async fn start_with(name: &str, settings: EngineSettings) -> Service {
         let dir = std::env::temp_dir().join(format!("refreshd-api-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -41,7 +46,7 @@ impl Service {
             clock.clone() as Arc<dyn Clock>,
             Arc::new(Fetcher::new(policy, FetchLimits::default()).unwrap()),
             TokenSealer::new(&SecretKey([1; 32])),
-            EngineSettings::default(),
+            settings,
         );
         let operator = new_api_key(KeyKind::Operator);
         store
@@ -56,11 +61,12 @@ impl Service {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(engine.clone().run(stopped.clone()));
         tokio::spawn(engine.clone().run_deliveries(stopped));
-        let app = refreshd_api::router(engine, 10_000, 10_000);
+        let app = refreshd_api::router(engine.clone(), 10_000, 10_000);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Service {
+            engine,
             store,
             clock,
             db,

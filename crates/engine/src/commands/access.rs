@@ -19,18 +19,26 @@ impl AccessCommands<'_> {
             return Ok(None);
         };
         let key_hash = hash_key(key);
+        let cache = &self.engine.read_cache;
+        if let Some(caller) = cache.caller(&key_hash) {
+            return Ok((caller.kind == claimed_kind).then_some(caller));
+        }
+        // Read before the store is: a rotation committed meanwhile invalidates the entry.
+        let epochs = cache.key_epochs();
         let Some(record) = self.engine.store.find_key(&key_hash).await? else {
             return Ok(None);
         };
         let same_hash: bool = record.key_hash.ct_eq(&key_hash).into();
-        if !same_hash || record.kind != claimed_kind {
+        if !same_hash {
             return Ok(None);
         }
-        Ok(Some(Caller {
+        let caller = Caller {
             kind: record.kind,
             id: record.principal,
             key_hash,
-        }))
+        };
+        cache.put_caller(&caller, epochs);
+        Ok((caller.kind == claimed_kind).then_some(caller))
     }
 
     /// Whether the caller's key still works (it is rotated away otherwise, perhaps

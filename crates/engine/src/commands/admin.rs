@@ -359,9 +359,12 @@ impl AdminCommands<'_> {
             return Err(EngineError::NotFound("not_found"));
         }
         let (key, record) = self.new_key(kind, id);
-        store
+        let rotated = store
             .rotate_key(&record, self.engine.now().as_millis())
-            .await?;
+            .await;
+        // Whatever the outcome: a failed commit may still have been written.
+        self.engine.read_cache.keys_changed();
+        rotated?;
         Ok(RotatedKey {
             kind,
             id: id.to_string(),

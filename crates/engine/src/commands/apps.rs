@@ -6,11 +6,14 @@ use super::Caller;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::run::FetchReport;
+use crate::wire;
+use bytes::Bytes;
 use refreshd_rules::periodic::{
     check_cloud_name, validate_token, App, Gray, PeriodicSetting, Source,
 };
 use refreshd_rules::Instant;
 use refreshd_store::KeyKind;
+use std::sync::Arc;
 
 /// Attempts a fetch log answers with, newest first.
 const FETCH_LOG_LENGTH: i64 = 100;
@@ -208,7 +211,9 @@ impl AppCommands<'_> {
             gray,
         })?;
         let text = serde_json::to_string(&app).map_err(EngineError::corrupt)?;
-        engine.store.put_app(appid, &text).await?;
+        let put = engine.store.put_app(appid, &text).await;
+        engine.read_cache.app_changed(appid);
+        put?;
         engine.replan_app(&app).await?;
         Ok(PeriodicView {
             setting: app.periodic().cloned(),
@@ -322,6 +327,47 @@ impl AppCommands<'_> {
     ) -> Result<(), EngineError> {
         let user = self.device_user(caller).await?;
         self.engine.set_token(appid, &user, token).await
+    }
+
+    /// P15 as the API answers it: the whole JSON body of the calling device's user's
+    /// cached data (`wire::cached_data_body`), from the read cache when it holds it,
+    /// else read from the store, encoded once and kept there. Errors as `read_cached`.
+    pub async fn read_cached_body(
+        &self,
+        caller: &Caller,
+        appid: &str,
+        fetch_type: Option<&str>,
+    ) -> Result<Bytes, EngineError> {
+        let cache = &self.engine.read_cache;
+        let device_id = caller.require(KeyKind::Device)?;
+        let user = match cache.device_user(device_id) {
+            Some(user) => user,
+            None => {
+                let epochs = cache.device_epochs();
+                let user = self.device_user(caller).await?;
+                cache.put_device_user(device_id, &user, epochs);
+                Arc::from(user)
+            }
+        };
+        if fetch_type.is_some_and(|t| t != "periodic") {
+            return Err(EngineError::invalid_request(
+                "fetch_type must be \"periodic\"",
+            ));
+        }
+        let body = match cache.body(appid, &user) {
+            Some(body) => body,
+            None => {
+                let epochs = cache.body_epochs(appid, &user);
+                self.engine.app(appid).await?;
+                let pair = self.engine.store.get_pair(appid, &user).await?;
+                let body = pair
+                    .and_then(|p| Some((p.cached_data?, p.cached_at?)))
+                    .map(|(data, at)| wire::cached_data_body(&data, at));
+                cache.put_body(appid, &user, body.clone(), epochs);
+                body
+            }
+        };
+        body.ok_or(EngineError::NotFound("no_cached_data"))
     }
 
     /// P15: the calling device's user's cached data; never waits for a fetch in

@@ -254,8 +254,11 @@ impl LifecycleCommands<'_> {
     /// `fetched_data` events it caused. Its developer key answers 401 from now on.
     pub async fn delete_app(&self, caller: &Caller, appid: &str) -> Result<(), EngineError> {
         caller.require(KeyKind::Operator)?;
+        let deleted = self.engine.store.delete_app(appid).await;
+        self.engine.read_cache.keys_changed();
+        self.engine.read_cache.app_changed(appid);
         // The app's pairs leave the store's due-index with their rows.
-        match self.engine.store.delete_app(appid).await {
+        match deleted {
             Err(StoreError::NotFound) => Err(EngineError::NotFound("app_not_found")),
             other => other.map(drop).map_err(Into::into),
         }
@@ -302,7 +305,9 @@ impl LifecycleCommands<'_> {
                     Err(other) => return Err(other),
                 }
             }
-            match engine.store.delete_provider(provider).await {
+            let deleted = engine.store.delete_provider(provider).await;
+            engine.read_cache.keys_changed();
+            match deleted {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict) => continue,
                 Err(StoreError::NotFound) => return Err(EngineError::NotFound("not_found")),
@@ -320,7 +325,10 @@ impl LifecycleCommands<'_> {
         let engine = self.engine;
         {
             let _guard = engine.lock(SubjectKey::Device(device_id.to_string())).await;
-            match engine.store.delete_device(device_id).await {
+            let deleted = engine.store.delete_device(device_id).await;
+            engine.read_cache.keys_changed();
+            engine.read_cache.devices_changed();
+            match deleted {
                 Err(StoreError::NotFound) => return Err(EngineError::NotFound("not_found")),
                 other => other?,
             }
@@ -338,7 +346,13 @@ impl LifecycleCommands<'_> {
     ) -> Result<ErasedUser, EngineError> {
         caller.require(KeyKind::Operator)?;
         let engine = self.engine;
-        let (devices, apps) = engine.store.erase_user(user_id).await?;
+        let erased = engine.store.erase_user(user_id).await;
+        engine.read_cache.keys_changed();
+        engine.read_cache.devices_changed();
+        let (devices, apps) = erased?;
+        for appid in &apps {
+            engine.read_cache.pair_changed(appid, user_id);
+        }
         let forgotten_as_tester = self.forget_tester(user_id).await?;
         if devices.is_empty() && apps.is_empty() && !forgotten_as_tester {
             return Err(EngineError::NotFound("not_found"));
@@ -366,7 +380,9 @@ impl LifecycleCommands<'_> {
                     serde_json::from_str(&text).map_err(EngineError::corrupt)?;
                 if app.forget_tester(user_id) {
                     let text = serde_json::to_string(&app).map_err(EngineError::corrupt)?;
-                    store.put_app(&appid, &text).await?;
+                    let put = store.put_app(&appid, &text).await;
+                    self.engine.read_cache.app_changed(&appid);
+                    put?;
                     forgotten = true;
                 }
             }

@@ -107,6 +107,15 @@ pub struct ServeArgs {
     /// Open event streams (GET /v1/events) per key; more are answered 429 [default: 8].
     #[arg(long, env = "REFRESHD_MAX_STREAMS_PER_KEY")]
     max_streams_per_key: Option<usize>,
+    /// Memory for the read cache of keys, devices and users' cached data, in MiB; 0
+    /// turns it off [default: 64].
+    #[arg(long, env = "REFRESHD_READ_CACHE_MIB")]
+    read_cache_mib: Option<u64>,
+    /// With a store shared by several nodes (PostgreSQL), how long this node trusts a
+    /// read-cache entry, in milliseconds: another node's change (a rotated or deleted
+    /// key, newly fetched data) is seen here within this [default: 1000].
+    #[arg(long, env = "REFRESHD_READ_CACHE_TTL_MS")]
+    read_cache_ttl_ms: Option<u64>,
     /// Cloud environments and their internal base URLs: only in the file.
     #[arg(skip)]
     #[serde(default)]
@@ -146,6 +155,8 @@ struct Defaults {
     header_read_timeout_seconds: u64,
     max_connections: u32,
     max_streams_per_key: usize,
+    read_cache_mib: u64,
+    read_cache_ttl_ms: u64,
 }
 
 const fn loopback(port: u16) -> SocketAddr {
@@ -168,6 +179,8 @@ const DEFAULTS: Defaults = Defaults {
     header_read_timeout_seconds: 15,
     max_connections: 10_000,
     max_streams_per_key: refreshd_api::streams::DEFAULT_MAX_STREAMS_PER_KEY,
+    read_cache_mib: 64,
+    read_cache_ttl_ms: 1000,
 };
 
 impl ServeArgs {
@@ -197,6 +210,8 @@ impl ServeArgs {
             header_read_timeout_seconds,
             max_connections,
             max_streams_per_key,
+            read_cache_mib,
+            read_cache_ttl_ms,
             cloud,
         } = self;
         ServeArgs {
@@ -223,6 +238,8 @@ impl ServeArgs {
                 .or(lower.header_read_timeout_seconds),
             max_connections: max_connections.or(lower.max_connections),
             max_streams_per_key: max_streams_per_key.or(lower.max_streams_per_key),
+            read_cache_mib: read_cache_mib.or(lower.read_cache_mib),
+            read_cache_ttl_ms: read_cache_ttl_ms.or(lower.read_cache_ttl_ms),
             // Only the file has cloud environments.
             cloud: if cloud.envs.is_empty() {
                 lower.cloud
@@ -299,6 +316,7 @@ pub(super) struct Settings {
     pub shutdown_grace: Duration,
     pub http_limits: HttpLimits,
     pub max_streams_per_key: usize,
+    pub read_cache: refreshd_engine::ReadCacheSettings,
     pub cloud_envs: HashMap<String, String>,
 }
 
@@ -412,6 +430,17 @@ pub(super) fn resolve(args: ServeArgs) -> Result<Settings> {
                 .unwrap_or(DEFAULTS.max_streams_per_key),
             1,
         )?,
+        read_cache: refreshd_engine::ReadCacheSettings {
+            max_bytes: given
+                .read_cache_mib
+                .unwrap_or(DEFAULTS.read_cache_mib)
+                .saturating_mul(1024 * 1024),
+            fleet_ttl: Duration::from_millis(
+                given
+                    .read_cache_ttl_ms
+                    .unwrap_or(DEFAULTS.read_cache_ttl_ms),
+            ),
+        },
         cloud_envs: given
             .cloud
             .envs
@@ -619,6 +648,8 @@ mod tests {
             "header-read-timeout-seconds",
             "max-connections",
             "max-streams-per-key",
+            "read-cache-mib",
+            "read-cache-ttl-ms",
         ];
         let expected: Vec<(String, String)> = expected
             .iter()
@@ -641,7 +672,7 @@ mod tests {
             "rate_limit_burst = 11\nclaim_lease_seconds = 12\nnode_id = \"n\"\n",
             "poll_interval_ms = 13\nshutdown_grace_seconds = 14\n",
             "header_read_timeout_seconds = 16\nmax_connections = 17\n",
-            "max_streams_per_key = 18\n",
+            "max_streams_per_key = 18\nread_cache_mib = 19\nread_cache_ttl_ms = 20\n",
         ));
         let settings = resolve(ServeArgs {
             config: Some(config),
@@ -675,6 +706,8 @@ mod tests {
         );
         assert_eq!(settings.http_limits.max_connections, 17);
         assert_eq!(settings.max_streams_per_key, 18);
+        assert_eq!(settings.read_cache.max_bytes, 19 * 1024 * 1024);
+        assert_eq!(settings.read_cache.fleet_ttl, Duration::from_millis(20));
         let nested = file("config = \"other.toml\"\n");
         let error = resolve(ServeArgs {
             config: Some(nested),
