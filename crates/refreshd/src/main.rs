@@ -12,6 +12,8 @@ mod telemetry;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use refreshd_simulate::{explain, html, output, Scenario, Simulation};
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -136,6 +138,29 @@ fn emit(text: &str, output: Option<&Path>) -> Result<()> {
     }
 }
 
+/// Runs `scenario` and writes its JSON lines to `output` (or standard output) through
+/// one buffer, each instant's lines as soon as the instant is done.
+fn stream_json_lines(scenario: &Scenario, output: Option<&Path>) -> Result<()> {
+    let (sink, name): (Box<dyn Write>, String) = match output {
+        Some(path) => (
+            Box::new(
+                File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+            ),
+            path.display().to_string(),
+        ),
+        None => (
+            Box::new(std::io::stdout().lock()),
+            "standard output".to_string(),
+        ),
+    };
+    let mut sink = BufWriter::with_capacity(1 << 16, sink);
+    Simulation::run_streaming(scenario, |records| {
+        output::write_json_lines(records, &scenario.zone, &mut sink)
+    })
+    .and_then(|_work| sink.flush())
+    .with_context(|| format!("cannot write {name}"))
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Simulate {
@@ -145,6 +170,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output: destination,
         } => {
             let scenario = read_scenario(&scenario)?;
+            if let (SimulateFormat::Json, false) = (format, engine) {
+                // Written as the run goes, so memory does not grow with the output.
+                stream_json_lines(&scenario, destination.as_deref())?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let records = if engine {
                 simulate_engine::run(&scenario)?
             } else {

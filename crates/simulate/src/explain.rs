@@ -120,7 +120,7 @@ fn explain_form(sim: &Simulation, form: &str, at: Instant) -> Result<String, Exp
 
     let live = sim
         .live_form(form)
-        .and_then(|id| explain_form_state(&sim.device, id, at, PLANNED));
+        .and_then(|id| explain_form_state(sim.device(), id, at, PLANNED));
     match &live {
         None => {
             let added = scenario.events.iter().any(|e| {
@@ -280,7 +280,7 @@ fn explain_fetch(
         .iter()
         .position(|(id, _)| id == app_id)
         .ok_or_else(|| ExplainError::UnknownApp(app_id.to_string()))?;
-    let app = &sim.apps[app_index];
+    let app = &sim.apps()[app_index];
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -288,10 +288,7 @@ fn explain_fetch(
         t(at),
         scenario.zone_name
     );
-    let state = sim
-        .pairs
-        .iter()
-        .find(|p| p.app == app_index && p.user == user);
+    let state = sim.pair(app_index, user);
     // What the rules say about this user, read once (a user with no state yet is a
     // default pair: never launched, no token).
     let why = explain_pair(

@@ -8,6 +8,7 @@ use refreshd_rules::{FormDecision, Instant};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io;
 
 /// RFC 3339 in `zone`'s offset, to the second.
 pub fn format_instant(at: Instant, zone: &TimeZone) -> String {
@@ -22,8 +23,13 @@ pub fn format_instant(at: Instant, zone: &TimeZone) -> String {
 
 /// One record as the JSON object of section S.
 pub fn record_json(record: &Record, zone: &TimeZone) -> Value {
+    record_value(record, format_instant(record.at, zone))
+}
+
+/// One record as the JSON object of section S, its instant already written as `at`.
+fn record_value(record: &Record, at: String) -> Value {
     let mut line = Map::new();
-    line.insert("at".into(), json!(format_instant(record.at, zone)));
+    line.insert("at".into(), Value::String(at));
     match &record.what {
         RecordKind::Form { form, decision } => {
             line.insert("form".into(), json!(form));
@@ -73,12 +79,33 @@ pub fn record_json(record: &Record, zone: &TimeZone) -> Value {
 
 /// All records as JSON lines, each ending in a newline.
 pub fn json_lines(records: &[Record], zone: &TimeZone) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    write_json_lines(records, zone, &mut out).expect("writing to memory cannot fail");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Writes records as JSON lines, each ending in a newline, to `out` (give it a buffered
+/// writer: this writes a line in several pieces). Records of one instant, which come
+/// together, share one formatting of that instant.
+pub fn write_json_lines(
+    records: &[Record],
+    zone: &TimeZone,
+    out: &mut impl io::Write,
+) -> io::Result<()> {
+    let mut last: Option<(Instant, String)> = None;
     for record in records {
-        out.push_str(&record_json(record, zone).to_string());
-        out.push('\n');
+        let at = match &last {
+            Some((at, text)) if *at == record.at => text.clone(),
+            _ => {
+                let text = format_instant(record.at, zone);
+                last = Some((record.at, text.clone()));
+                text
+            }
+        };
+        serde_json::to_writer(&mut *out, &record_value(record, at))?;
+        out.write_all(b"\n")?;
     }
-    out
+    Ok(())
 }
 
 /// The subject, what happened, and details, as the timeline's three text columns.

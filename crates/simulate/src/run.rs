@@ -4,6 +4,11 @@
 //! the rules asked for), so a simulated week takes milliseconds. At each instant the
 //! order of F24 holds: device timers, then due fetches, then the inputs in file order,
 //! each followed by any fetch it made due at once.
+//!
+//! The driver's own work per instant does not grow with the scenario: forms and pairs
+//! are found by position rather than by scanning, the device is woken only when the
+//! rules said it needs to be, and pairs wait in a queue by the instant they are due.
+//! (What the rules do with a device's forms on each wake-up is theirs to decide.)
 
 use crate::scenario::{Action, Origin, OriginStatus, Scenario};
 use refreshd_rules::device::{Device, DeviceInput, NewForm};
@@ -13,7 +18,7 @@ use refreshd_rules::periodic::{
     FetchPair, Source,
 };
 use refreshd_rules::{FormDecision, FormId, Instant, ProviderId, RefreshPlan, RuleError};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// One line of simulator output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,44 +62,78 @@ pub struct PairState {
     pub last_outcome: Option<(Instant, FetchOutcome)>,
 }
 
+/// Marks an instance id that names no form (its add was refused).
+const NO_FORM: u32 = u32::MAX;
+
+/// How much work the driver did, for tests that check it grows with the scenario and
+/// not faster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Instants run.
+    pub instants: u64,
+    /// Times the device was woken at an instant without an input (`Device::wake`).
+    pub device_wakes: u64,
+    /// Inputs handed to the device (`Device::apply`).
+    pub device_inputs: u64,
+    /// Pairs looked at to find the next instant or the fetches due at one.
+    pub pairs_visited: u64,
+}
+
 /// A scenario in progress: the rules' state plus the simulated world around it.
 pub struct Simulation<'s> {
     scenario: &'s Scenario,
     clock: Instant,
     next_event: usize,
-    pub device: Device,
-    pub apps: Vec<App>,
+    device: Device,
+    /// `device.next_wakeup()` since the device last changed (only this driver changes
+    /// it), so that finding the next instant does not read every form; `None` while it
+    /// needs asking again (once per instant, however many inputs the instant has).
+    device_wakeup: Option<Option<Instant>>,
+    apps: Vec<App>,
     /// In the order pairs were first named (section S).
-    pub pairs: Vec<PairState>,
+    pairs: Vec<PairState>,
+    /// (app position, user) → position in `pairs`.
+    pair_positions: HashMap<(usize, String), usize>,
+    /// Pairs that will be due, by (instant, position in `pairs`), as the rules last
+    /// said; an entry whose pair has since stopped being eligible is dropped when met.
+    due_pairs: BTreeSet<(Instant, usize)>,
+    /// Each pair's entry in `due_pairs`, if it has one.
+    pair_due: Vec<Option<Instant>>,
     origins: HashMap<String, Origin>,
-    /// Scenario form id → the live instance's id.
-    live_forms: HashMap<String, FormId>,
-    /// Every instance ever added → scenario form id.
-    instance_names: HashMap<FormId, String>,
-    next_instance: u64,
+    /// Position in the scenario's `forms` → its live instance, if any.
+    live_forms: Vec<Option<FormId>>,
+    /// Instance id (handed out from 0) → position in the scenario's `forms`, or
+    /// `NO_FORM` once a refused add has forgotten it. Four bytes per instance.
+    instance_forms: Vec<u32>,
     providers: HashMap<String, ProviderId>,
     records: Vec<Record>,
+    work: Work,
 }
 
 impl<'s> Simulation<'s> {
     pub fn new(scenario: &'s Scenario) -> Self {
+        let device = Device::new(
+            scenario.zone.clone(),
+            scenario.device_settings,
+            scenario.start,
+        );
         Simulation {
             scenario,
             clock: scenario.start,
             next_event: 0,
-            device: Device::new(
-                scenario.zone.clone(),
-                scenario.device_settings,
-                scenario.start,
-            ),
+            device_wakeup: None,
+            device,
             apps: scenario.apps.iter().map(|(_, app)| app.clone()).collect(),
             pairs: Vec::new(),
+            pair_positions: HashMap::new(),
+            due_pairs: BTreeSet::new(),
+            pair_due: Vec::new(),
             origins: HashMap::new(),
-            live_forms: HashMap::new(),
-            instance_names: HashMap::new(),
-            next_instance: 0,
+            live_forms: vec![None; scenario.forms.len()],
+            instance_forms: Vec::new(),
             providers: HashMap::new(),
             records: Vec::new(),
+            work: Work::default(),
         }
     }
 
@@ -103,6 +142,27 @@ impl<'s> Simulation<'s> {
         let mut sim = Simulation::new(scenario);
         sim.run_until(scenario.end, false);
         sim.records
+    }
+
+    /// Runs the whole scenario like [`Simulation::run`], handing each instant's records
+    /// to `sink` as soon as that instant is done instead of keeping them all, so that a
+    /// long run's memory does not grow with its output. Stops at the first error of
+    /// `sink`. Answers the work done.
+    pub fn run_streaming<E>(
+        scenario: &Scenario,
+        mut sink: impl FnMut(&[Record]) -> Result<(), E>,
+    ) -> Result<Work, E> {
+        let mut sim = Simulation::new(scenario);
+        while let Some(at) = sim.next_instant() {
+            if at >= scenario.end {
+                break;
+            }
+            sim.clock = at;
+            sim.run_instant(at);
+            sink(&sim.records)?;
+            sim.records.clear();
+        }
+        Ok(sim.work)
     }
 
     pub fn clock(&self) -> Instant {
@@ -114,11 +174,33 @@ impl<'s> Simulation<'s> {
     pub fn scenario(&self) -> &Scenario {
         self.scenario
     }
+    /// The simulated device (read only: the driver keeps track of its wake-ups).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn apps(&self) -> &[App] {
+        &self.apps
+    }
+    /// In the order pairs were first named (section S).
+    pub fn pairs(&self) -> &[PairState] {
+        &self.pairs
+    }
+    /// The pair of the app at `app` (its position in the scenario's `apps`) and `user`,
+    /// once an input has named it.
+    pub fn pair(&self, app: usize, user: &str) -> Option<&PairState> {
+        let index = *self.pair_positions.get(&(app, user.to_string()))?;
+        Some(&self.pairs[index])
+    }
+    /// How much work the driver has done so far.
+    pub fn work(&self) -> Work {
+        self.work
+    }
     pub fn live_form(&self, id: &str) -> Option<FormId> {
-        self.live_forms.get(id).copied()
+        self.live_forms[self.scenario.form_position(id)?]
     }
     pub fn form_name(&self, id: FormId) -> Option<&str> {
-        self.instance_names.get(&id).map(String::as_str)
+        let position = *self.instance_forms.get(usize::try_from(id.0).ok()?)?;
+        (position != NO_FORM).then(|| self.scenario.forms[position as usize].id.as_str())
     }
 
     /// Runs every instant before `limit` (and at `limit` too when `inclusive`).
@@ -135,7 +217,7 @@ impl<'s> Simulation<'s> {
     }
 
     /// The next instant something happens, if any.
-    fn next_instant(&self) -> Option<Instant> {
+    fn next_instant(&mut self) -> Option<Instant> {
         let scenario = self.scenario;
         let mut next = scenario
             .events
@@ -147,17 +229,60 @@ impl<'s> Simulation<'s> {
                 next = Some(next.map_or(c, |n: Instant| n.min(c)));
             }
         };
-        consider(self.device.next_wakeup());
-        for state in &self.pairs {
-            consider(state.pair.next_wakeup(self.clock, &self.apps[state.app]));
-        }
+        consider(self.device_wakeup());
+        consider(self.next_pair_wakeup());
         next.filter(|at| *at < scenario.end)
     }
 
+    fn device_wakeup(&mut self) -> Option<Instant> {
+        *self
+            .device_wakeup
+            .get_or_insert_with(|| self.device.next_wakeup())
+    }
+
+    /// The earliest instant, seen from the clock, at which a pair is due. A pair's due
+    /// instant seen from `now` is its queued instant or `now`, whichever is later, so
+    /// the first queued pair that is still eligible is the earliest; pairs that stopped
+    /// being eligible meanwhile (P6: no launch for seven days) leave the queue until an
+    /// input changes them again.
+    fn next_pair_wakeup(&mut self) -> Option<Instant> {
+        while let Some(&(queued, index)) = self.due_pairs.first() {
+            self.work.pairs_visited += 1;
+            let state = &self.pairs[index];
+            match state.pair.next_wakeup(self.clock, &self.apps[state.app]) {
+                Some(at) => return Some(at),
+                None => {
+                    self.due_pairs.remove(&(queued, index));
+                    self.pair_due[index] = None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Puts the pair at `index` in the queue at the instant the rules now give it.
+    fn requeue_pair(&mut self, index: usize, now: Instant) {
+        if let Some(queued) = self.pair_due[index].take() {
+            self.due_pairs.remove(&(queued, index));
+        }
+        let state = &self.pairs[index];
+        if let Some(at) = state.pair.next_wakeup(now, &self.apps[state.app]) {
+            self.due_pairs.insert((at, index));
+            self.pair_due[index] = Some(at);
+        }
+    }
+
     fn run_instant(&mut self, at: Instant) {
-        let mut decisions = Vec::new();
-        self.device.wake(at, &mut decisions);
-        self.record_decisions(at, decisions);
+        self.work.instants += 1;
+        // A device with no timer due at `at` would decide nothing here (its wake-up
+        // says so); its next input wakes it first anyway (F24).
+        if self.device_wakeup().is_some_and(|due| due <= at) {
+            let mut decisions = Vec::new();
+            self.device.wake(at, &mut decisions);
+            self.work.device_wakes += 1;
+            self.device_wakeup = None;
+            self.record_decisions(at, decisions);
+        }
         self.run_due_fetches(at);
         while let Some(event) = self.scenario.events.get(self.next_event) {
             if event.at != at {
@@ -172,9 +297,8 @@ impl<'s> Simulation<'s> {
     fn record_decisions(&mut self, at: Instant, decisions: Vec<FormDecision>) {
         for decision in decisions {
             let form = self
-                .instance_names
-                .get(&decision.form())
-                .cloned()
+                .form_name(decision.form())
+                .map(str::to_string)
                 .unwrap_or_default();
             self.records.push(Record {
                 at,
@@ -201,7 +325,7 @@ impl<'s> Simulation<'s> {
 
     /// The id an input names: the live instance, or one that matches no form.
     fn named_form(&self, id: &str) -> FormId {
-        self.live_forms.get(id).copied().unwrap_or(FormId(u64::MAX))
+        self.live_form(id).unwrap_or(FormId(u64::MAX))
     }
 
     fn apply(&mut self, at: Instant, index: usize, action: &Action) {
@@ -233,21 +357,30 @@ impl<'s> Simulation<'s> {
             let subject = action_form(action).unwrap_or_default().to_string();
             let mut decisions = Vec::new();
             let result = self.device.apply(at, input, &mut decisions);
+            self.work.device_inputs += 1;
+            self.device_wakeup = None;
             self.record_decisions(at, decisions);
             match (result, action) {
-                (Err(error), Action::AddForm { .. }) => {
-                    // The instance was never created: forget its id.
-                    if let Some(id) = self.live_forms.get(&subject).copied() {
-                        if self.device.form(id).is_none() {
-                            self.live_forms.remove(&subject);
-                            self.instance_names.remove(&id);
+                (Err(error), Action::AddForm { form, .. }) => {
+                    // A new instance that was refused was never created: forget its id.
+                    // (An add refused as `form_exists` named the live instance.)
+                    if let Some(position) = self.scenario.form_position(form) {
+                        if let Some(id) = self.live_forms[position] {
+                            if id.0 + 1 == self.instance_forms.len() as u64
+                                && self.device.form(id).is_none()
+                            {
+                                self.live_forms[position] = None;
+                                self.instance_forms[id.0 as usize] = NO_FORM;
+                            }
                         }
                     }
                     self.reject(at, index, error, &subject);
                 }
                 (Err(error), _) => self.reject(at, index, error, &subject),
                 (Ok(_), Action::RemoveForm(form)) => {
-                    self.live_forms.remove(form);
+                    if let Some(position) = self.scenario.form_position(form) {
+                        self.live_forms[position] = None;
+                    }
                 }
                 (Ok(_), _) => {}
             }
@@ -259,11 +392,12 @@ impl<'s> Simulation<'s> {
     }
 
     fn add_form_input(&mut self, form: &str, hidden: Option<bool>) -> Option<DeviceInput> {
-        let entry = self.scenario.form(form)?;
-        if let Some(id) = self.live_forms.get(form) {
+        let position = self.scenario.form_position(form)?;
+        let entry = &self.scenario.forms[position];
+        if let Some(id) = self.live_forms[position] {
             // Present already: let the rules answer `form_exists` (F23 order).
             return Some(DeviceInput::AddForm(NewForm {
-                id: *id,
+                id,
                 provider: ProviderId(u32::MAX),
                 system_app: false,
                 plan: None,
@@ -276,11 +410,11 @@ impl<'s> Simulation<'s> {
         let plan = check_form_entry(&entry.config, &entry.config_path, context)
             .value
             .map(|definition| RefreshPlan::new(&definition, entry.traits));
-        let id = FormId(self.next_instance);
-        self.next_instance += 1;
-        self.live_forms.insert(form.to_string(), id);
-        self.instance_names.insert(id, form.to_string());
-        let provider = self.provider_id(&entry.provider.clone());
+        let id = FormId(self.instance_forms.len() as u64);
+        self.instance_forms
+            .push(u32::try_from(position).expect("fewer than 2^32 - 1 forms"));
+        self.live_forms[position] = Some(id);
+        let provider = self.provider_id(&entry.provider);
         Some(DeviceInput::AddForm(NewForm {
             id,
             provider,
@@ -299,13 +433,16 @@ impl<'s> Simulation<'s> {
     }
 
     fn pair_index(&mut self, app: usize, user: &str) -> usize {
-        if let Some(i) = self
-            .pairs
-            .iter()
-            .position(|p| p.app == app && p.user == user)
-        {
-            return i;
+        // One allocation per lookup; a borrowed-key lookup would need a custom key type.
+        let next = self.pairs.len();
+        let index = *self
+            .pair_positions
+            .entry((app, user.to_string()))
+            .or_insert(next);
+        if index < next {
+            return index;
         }
+        self.pair_due.push(None);
         self.pairs.push(PairState {
             app,
             user: user.to_string(),
@@ -323,6 +460,7 @@ impl<'s> Simulation<'s> {
                 let app = self.app_index(app)?;
                 let pair = self.pair_index(app, user);
                 self.pairs[pair].pair.launch(at);
+                self.requeue_pair(pair, at);
             }
             Action::SetToken { app, user, token } => {
                 let app_index = self.app_index(app)?;
@@ -330,6 +468,7 @@ impl<'s> Simulation<'s> {
                 let pair = self.pair_index(app_index, user);
                 self.pairs[pair].token = Some(token.clone());
                 self.pairs[pair].pair.token_set();
+                self.requeue_pair(pair, at);
             }
             Action::SetGray {
                 app,
@@ -351,6 +490,7 @@ impl<'s> Simulation<'s> {
                     .fetch_now(&self.apps[app_index], user)
                     .map_err(|e| (e, app.clone()))?;
                 self.perform_fetch(at, pair, order.target.source, order.target.gray);
+                self.requeue_pair(pair, at);
             }
             Action::Origin { url, behaviour } => {
                 self.origins.insert(url.clone(), behaviour.clone());
@@ -360,12 +500,25 @@ impl<'s> Simulation<'s> {
         Ok(())
     }
 
+    /// Wakes every pair due at `at`, in the order pairs were first named (section S).
     fn run_due_fetches(&mut self, at: Instant) {
-        for index in 0..self.pairs.len() {
+        let mut due = Vec::new();
+        while let Some(&(queued, index)) = self.due_pairs.first() {
+            if queued > at {
+                break;
+            }
+            self.work.pairs_visited += 1;
+            self.due_pairs.remove(&(queued, index));
+            self.pair_due[index] = None;
+            due.push(index);
+        }
+        due.sort_unstable();
+        for index in due {
             let state = &mut self.pairs[index];
             if let Some(order) = state.pair.wake(at, &self.apps[state.app], &state.user) {
                 self.perform_fetch(at, index, order.target.source, order.target.gray);
             }
+            self.requeue_pair(index, at);
         }
     }
 

@@ -11,6 +11,7 @@ use refreshd_rules::json::{self, member_path, Json};
 use refreshd_rules::periodic::{App, Gray, PeriodicSetting, Source, SubjectType};
 use refreshd_rules::time::{resolve_local, Instant};
 use refreshd_rules::ProviderTraits;
+use std::collections::HashMap;
 
 pub use crate::reader::ScenarioError;
 
@@ -25,6 +26,9 @@ pub struct Scenario {
     pub fetch_jitter_minutes: u32,
     /// In file order; the key is the form id.
     pub forms: Vec<FormEntry>,
+    /// Form id → position in `forms`: events name forms by id, and a scan per event
+    /// would make a run quadratic in the number of forms.
+    form_positions: HashMap<String, usize>,
     /// In file order.
     pub apps: Vec<(String, App)>,
     pub events: Vec<Event>,
@@ -178,13 +182,19 @@ impl Scenario {
             None => Vec::new(),
             Some((value, path)) => parse_forms(value, &path)?,
         };
+        // Ids are unique: the JSON reader rejects duplicate keys.
+        let form_positions: HashMap<String, usize> = forms
+            .iter()
+            .enumerate()
+            .map(|(position, form)| (form.id.clone(), position))
+            .collect();
         let apps = match top.optional("apps") {
             None => Vec::new(),
             Some((value, path)) => parse_apps(value, &path)?,
         };
         let events = match top.optional("events") {
             None => Vec::new(),
-            Some((value, path)) => parse_events(value, &path, &zone, start, &forms)?,
+            Some((value, path)) => parse_events(value, &path, &zone, start, &form_positions)?,
         };
         top.finish()?;
         Ok(Scenario {
@@ -195,13 +205,19 @@ impl Scenario {
             device_settings,
             fetch_jitter_minutes,
             forms,
+            form_positions,
             apps,
             events,
         })
     }
 
     pub fn form(&self, id: &str) -> Option<&FormEntry> {
-        self.forms.iter().find(|f| f.id == id)
+        self.form_position(id).map(|position| &self.forms[position])
+    }
+
+    /// Where the form `id` is in `forms`, if it is declared.
+    pub fn form_position(&self, id: &str) -> Option<usize> {
+        self.form_positions.get(id).copied()
     }
 }
 
@@ -468,7 +484,7 @@ fn parse_events(
     path: &str,
     zone: &TimeZone,
     start: Instant,
-    forms: &[FormEntry],
+    forms: &HashMap<String, usize>,
 ) -> Result<Vec<Event>> {
     let Json::Array(items) = value else {
         return Err(invalid(
@@ -515,12 +531,16 @@ fn parse_events(
     Ok(events)
 }
 
-fn parse_action(event: &mut ObjectReader, name: &str, forms: &[FormEntry]) -> Result<Action> {
+fn parse_action(
+    event: &mut ObjectReader,
+    name: &str,
+    forms: &HashMap<String, usize>,
+) -> Result<Action> {
     let (value, path) = event.required(name)?;
     Ok(match name {
         "add_form" => {
             let form = as_string(value, &path)?;
-            if !forms.iter().any(|f| f.id == form) {
+            if !forms.contains_key(&form) {
                 return Err(invalid(
                     &path,
                     format!("form \"{form}\" is not in \"forms\""),
