@@ -14,6 +14,8 @@
 # note when it is unreachable), python3, curl, taskset. BENCH_NOTE="..." adds a line
 # about the run's conditions under the table; DRAIN_CAP (seconds, default 600) bounds
 # the full run's 1 M drains (beyond it the rate so far is extrapolated, and said so).
+# BENCH_NO_BUILD=1 uses the release binaries already in target/release (built by
+# `cargo build --release` or `cargo test --release`) instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -76,7 +78,9 @@ psql -q "$PG_URL" -c 'SELECT 1' >/dev/null 2>&1 || { PG_OK=0; note "PostgreSQL a
 # ---- build (once)
 log "building release (refreshd, refreshd-bench)"
 build_started=$SECONDS
-cargo build --release --quiet -p refreshd -p refreshd-bench
+if [[ -z ${BENCH_NO_BUILD:-} ]]; then
+  cargo build --release --quiet -p refreshd -p refreshd-bench
+fi
 BUILD_SECONDS=$((SECONDS - build_started))
 BIN=$ROOT/target/release
 BENCH=$BIN/refreshd-bench
@@ -308,15 +312,22 @@ record lateness refreshd "$(result_of "$WORK/late.out")"
 record lateness sleep-loop "$(result_of "$WORK/late-ref")"
 
 # ---- row 12: simulator, row 13: rules core
-if [[ -x bench/simulate.sh ]]; then
-  log "simulator (bench/simulate.sh)"
-  if bench/simulate.sh >"$WORK/simulate.out" 2>&1; then
-    record simulate refreshd "$(python3 -c "import json,sys; print(json.dumps({'output': open(sys.argv[1]).read()[-2000:]}))" "$WORK/simulate.out")"
-  else
-    note "bench/simulate.sh failed: $(tail -1 "$WORK/simulate.out")"
-  fi
+log "simulator (bench/simulate.sh)"
+if [[ $MODE == quick ]]; then SIM_SIZES="1000 10000"; else SIM_SIZES="10000 65535"; fi
+# shellcheck disable=SC2086
+if bench/simulate.sh --quick --bin "$REFRESHD" $SIM_SIZES >"$WORK/simulate.out" 2>&1; then
+  record simulate refreshd "$(python3 - "$WORK/simulate.out" <<'PY'
+import json, sys
+sizes = {}
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if len(parts) == 7 and parts[0].isdigit():
+        sizes[parts[0]] = {"seconds": float(parts[2]), "cpu_seconds": float(parts[3])}
+print(json.dumps({"sizes": sizes}))
+PY
+)"
 else
-  note "simulator row skipped: bench/simulate.sh is not in this tree"
+  note "bench/simulate.sh failed: $(tail -1 "$WORK/simulate.out")"
 fi
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
   log "round $ROUND: rules core ($RULES_DEVICES devices)"

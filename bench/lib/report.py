@@ -165,6 +165,16 @@ def main():
     # 12. simulator
     if ("simulate", "refreshd") not in groups:
         table.append("| 12. Simulator, 10,000 vs 65,535 forms | skipped | — | — | — | — |")
+    else:
+        sizes = groups[("simulate", "refreshd")][0]["sizes"]
+        if len(sizes) >= 2:
+            (small, s_run), (large, l_run) = sorted(sizes.items(), key=lambda kv: int(kv[0]))[:2]
+            per_small = s_run["cpu_seconds"] / int(small)
+            per_large = l_run["cpu_seconds"] / int(large)
+            growth = per_large / per_small if per_small > 0 else float("inf")
+            line(f"12. Simulator CPU s, {int(large):,} forms (reference: {int(small):,} forms scaled ×{int(large) // int(small)})",
+                 l_run["cpu_seconds"], s_run["cpu_seconds"] * int(large) / int(small),
+                 "(the smaller run, scaled linearly)", "linear: ≤ 1.5× the scaled run", growth <= 1.5, digits=2)
     # 13. rules
     ours = med("rules", "refreshd", "decisions_per_second")
     if ours is not None:

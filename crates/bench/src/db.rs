@@ -174,6 +174,23 @@ pub fn emit(value: serde_json::Value) {
     println!("RESULT {value}");
 }
 
+/// Imports `users` through the engine, as `refreshd import` does (`Engine::import_users`),
+/// user `i` into app `apps[i % apps.len()]`, in transactions of `IMPORT_CHUNK` users.
+pub async fn import_users(engine: &Engine, apps: &[String], users: &[ImportedUser]) -> Result<()> {
+    for (k, appid) in apps.iter().enumerate() {
+        let mine: Vec<ImportedUser> = users
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % apps.len() == k)
+            .map(|(_, user)| user.clone())
+            .collect();
+        for chunk in mine.chunks(IMPORT_CHUNK) {
+            engine.import_users(appid, chunk).await?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;
@@ -193,21 +210,4 @@ mod tests {
             "postgres://h/b"
         );
     }
-}
-
-/// Imports `users` through the engine, as `refreshd import` does (`Engine::import_users`),
-/// user `i` into app `apps[i % apps.len()]`, in transactions of `IMPORT_CHUNK` users.
-pub async fn import_users(engine: &Engine, apps: &[String], users: &[ImportedUser]) -> Result<()> {
-    for (k, appid) in apps.iter().enumerate() {
-        let mine: Vec<ImportedUser> = users
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % apps.len() == k)
-            .map(|(_, user)| user.clone())
-            .collect();
-        for chunk in mine.chunks(IMPORT_CHUNK) {
-            engine.import_users(appid, chunk).await?;
-        }
-    }
-    Ok(())
 }

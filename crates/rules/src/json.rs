@@ -197,9 +197,12 @@ impl<'de> Visitor<'de> for JsonSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         let mut members: Vec<(String, Json)> = Vec::new();
+        // Keys seen so far, by hash: a scenario's object of 65,535 forms is checked in
+        // linear time, not by comparing each key with every earlier one.
+        let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             let path = member_path(&self.path, &key);
-            if members.iter().any(|(k, _)| *k == key) && self.duplicate.is_none() {
+            if !seen.insert(key.clone()) && self.duplicate.is_none() {
                 *self.duplicate = Some(JsonError::DuplicateKey {
                     path: self.path.clone(),
                     key: key.clone(),
