@@ -234,10 +234,15 @@ impl Engine {
     /// released (one node only) and the store's earliest planned wake-up is read. Nothing
     /// per subject is loaded: the store is the due-index. T5's catch-up follows
     /// naturally: overdue subjects are claimed and woken once at the current instant.
-    /// Answers how many subjects have a planned wake-up.
-    pub async fn load_due_index(&self) -> Result<i64, EngineError> {
+    pub async fn load_due_index(&self) -> Result<(), EngineError> {
         self.store.release_claims_at_start().await?;
-        self.refresh_due_hint().await?;
+        self.refresh_due_hint().await
+    }
+
+    /// Counts the subjects with a planned wake-up into the `refreshd_due_subjects`
+    /// gauge and answers the count. It scans the whole index, so `serve` runs it beside
+    /// the listener rather than before it.
+    pub async fn count_due_subjects(&self) -> Result<i64, EngineError> {
         let planned = self.store.count_planned().await?;
         metrics::gauge!("refreshd_due_subjects").set(planned as f64);
         Ok(planned)

@@ -251,7 +251,7 @@ async fn serve(settings: Settings) -> Result<()> {
     // Before the due index is loaded, so its gauge is recorded; every series is at zero
     // from here on.
     crate::telemetry::install(settings.metrics_listen)?;
-    let planned = engine.load_due_index().await?;
+    engine.load_due_index().await?;
     // Other nodes' host events reach this node's SSE streams (PostgreSQL NOTIFY).
     let forward_store = store.clone();
     let forward_sink = engine.host_event_sender();
@@ -270,7 +270,18 @@ async fn serve(settings: Settings) -> Result<()> {
     // Printed on stdout so scripts and tests can wait for it.
     println!("listening on http://{local}");
     println!("metrics on http://{}/metrics", settings.metrics_listen);
-    tracing::info!(planned, data_dir = %settings.data_dir.display(), "refreshd started");
+    tracing::info!(data_dir = %settings.data_dir.display(), "refreshd started");
+    {
+        // A count over the whole due-index: reported when done, never holding up the
+        // listener.
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            match engine.count_due_subjects().await {
+                Ok(planned) => tracing::info!(planned, "subjects with a planned wake-up"),
+                Err(error) => tracing::warn!(%error, "counting planned subjects failed"),
+            }
+        });
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let wakes = tokio::spawn(engine.clone().run(stop_rx.clone()));

@@ -191,7 +191,7 @@ fn describe() {
     metrics::describe_gauge!(
         "refreshd_due_subjects",
         Unit::Count,
-        "Subjects with a planned wake-up (devices and periodic fetches), counted in the store at start."
+        "Subjects with a planned wake-up (devices and periodic fetches), counted in the store once after start."
     );
     metrics::describe_gauge!(
         "refreshd_sse_clients",
