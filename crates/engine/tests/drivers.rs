@@ -51,9 +51,17 @@ impl Transport for Origin {
 
 const T0: Instant = Instant::from_millis(1_772_352_000_000);
 
-#[tokio::test]
-async fn p8_p9_the_wake_step_orders_due_fetches_and_execute_fetch_records_them() {
-    let dir = std::env::temp_dir().join(format!("refreshd-drivers-{}", std::process::id()));
+/// An engine on a fresh SQLite store and a manual clock at `T0`, its network played by
+/// an `Origin`, with app `wx1` fetching periodically from a fixed URL.
+async fn engine_with_app(
+    name: &str,
+) -> (
+    Arc<Engine>,
+    Arc<ManualClock>,
+    Arc<Origin>,
+    std::path::PathBuf,
+) {
+    let dir = std::env::temp_dir().join(format!("refreshd-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap());
     let clock = Arc::new(ManualClock::new(T0));
@@ -85,6 +93,12 @@ async fn p8_p9_the_wake_step_orders_due_fetches_and_execute_fetch_records_them()
         .insert_app("wx1", &serde_json::to_string(&app).unwrap(), None, None)
         .await
         .unwrap();
+    (engine, clock, origin, dir)
+}
+
+#[tokio::test]
+async fn p8_p9_the_wake_step_orders_due_fetches_and_execute_fetch_records_them() {
+    let (engine, clock, origin, dir) = engine_with_app("drivers").await;
 
     // Nothing is due before the pair is eligible (P7).
     assert!(engine.wake_due_once().await.fetches.is_empty());
@@ -143,38 +157,7 @@ async fn p8_p9_the_wake_step_orders_due_fetches_and_execute_fetch_records_them()
 #[tokio::test]
 async fn p5_p8_imported_users_are_planned_as_their_launch_token_and_success_say() {
     use refreshd_engine::import::ImportedUser;
-    let dir = std::env::temp_dir().join(format!("refreshd-import-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap());
-    let clock = Arc::new(ManualClock::new(T0));
-    let origin = Arc::new(Origin {
-        status: Mutex::new(200),
-        fetched: Mutex::new(Vec::new()),
-    });
-    let fetcher =
-        Arc::new(Fetcher::new(DestinationPolicy::new(Vec::new()), FetchLimits::default()).unwrap());
-    let engine = Engine::with_transport(
-        store.clone(),
-        clock.clone(),
-        fetcher,
-        origin.clone(),
-        TokenSealer::new(&SecretKey([3; 32])),
-        EngineSettings::default(),
-    );
-    let app = App::new(
-        "wx1",
-        SubjectType::Organization,
-        Some(PeriodicSetting {
-            enabled: true,
-            source: Source::Url("https://data.example.com/feed".into()),
-            gray: None,
-        }),
-    )
-    .unwrap();
-    store
-        .insert_app("wx1", &serde_json::to_string(&app).unwrap(), None, None)
-        .await
-        .unwrap();
+    let (engine, _clock, origin, dir) = engine_with_app("import").await;
     let user =
         |id: &str, token: Option<&str>, launch_hours_ago: i64, success: Option<i64>| ImportedUser {
             user_id: id.into(),
