@@ -299,19 +299,21 @@ async fn a_stream_starts_with_the_latest_event_of_each_form_unless_it_resumes_a_
     let svc = Service::start(&dir, &epoch_now(), &[]);
     let (provider_key, device, forms) = widgets(&svc, &refresh_url).await;
     let (a, b, h) = (&forms[0], &forms[1], &forms[2]);
-    for text in ["a1", "a2", "a3"] {
+    // Texts hold a space so that no random id can contain one: `read_events_until`
+    // stops at the first event whose JSON contains the marker.
+    for text in ["text a1", "text a2", "text a3"] {
         put_data(&svc, &provider_key, a, text).await;
     }
-    put_data(&svc, &provider_key, b, "b1").await;
+    put_data(&svc, &provider_key, b, "text b1").await;
     // Data for the hidden form waits for it to be shown.
-    put_data(&svc, &provider_key, h, "h1").await;
+    put_data(&svc, &provider_key, h, "text h1").await;
 
     // Without Last-Event-ID, and with a malformed or unknown one: the latest event of
     // each form, oldest first, then live events (the marker).
-    let mut b_latest = "b1".to_string();
+    let mut b_latest = "text b1".to_string();
     for last_event_id in [None, Some("garbage"), Some("987654321")] {
         let mut stream = open_events(&svc, &device, last_event_id).await;
-        let marker = format!("marker-{}", last_event_id.unwrap_or("none"));
+        let marker = format!("text marker-{}", last_event_id.unwrap_or("none"));
         put_data(&svc, &provider_key, b, &marker).await;
         let events = read_events_until(&mut stream, &marker).await;
         let seen = format!("{events:?}");
@@ -321,7 +323,7 @@ async fn a_stream_starts_with_the_latest_event_of_each_form_unless_it_resumes_a_
             .collect();
         assert_eq!(
             texts,
-            vec!["a3", b_latest.as_str(), marker.as_str()],
+            vec!["text a3", b_latest.as_str(), marker.as_str()],
             "no history, no hidden data: {seen}"
         );
         assert!(events.windows(2).all(|w| w[0].id < w[1].id), "{seen}");
@@ -329,16 +331,16 @@ async fn a_stream_starts_with_the_latest_event_of_each_form_unless_it_resumes_a_
     }
 
     // With a kept id: exactly what came after it.
-    put_data(&svc, &provider_key, a, "a4").await;
-    let known = read_events_until(&mut open_events(&svc, &device, None).await, "a4").await;
+    put_data(&svc, &provider_key, a, "text a4").await;
+    let known = read_events_until(&mut open_events(&svc, &device, None).await, "text a4").await;
     let a4 = known
         .iter()
-        .find(|e| e.data["data"]["text"] == "a4")
+        .find(|e| e.data["data"]["text"] == "text a4")
         .unwrap()
         .id;
-    put_data(&svc, &provider_key, a, "a5").await;
+    put_data(&svc, &provider_key, a, "text a5").await;
     let mut stream = open_events(&svc, &device, Some(&a4.to_string())).await;
-    let seen = read_events_until(&mut stream, "a5").await;
+    let seen = read_events_until(&mut stream, "text a5").await;
     let texts: Vec<_> = seen
         .iter()
         .map(|e| {
@@ -348,7 +350,7 @@ async fn a_stream_starts_with_the_latest_event_of_each_form_unless_it_resumes_a_
                 .to_string()
         })
         .collect();
-    assert_eq!(texts, vec!["a5"], "{seen:?}");
+    assert_eq!(texts, vec!["text a5"], "{seen:?}");
     drop(stream);
 
     // A sync without cursor: every form, the hidden one without its unannounced data.
@@ -361,7 +363,7 @@ async fn a_stream_starts_with_the_latest_event_of_each_form_unless_it_resumes_a_
         .map(|f| f["form_id"].as_str().unwrap())
         .collect();
     assert_eq!(listed, vec![a.as_str(), b.as_str(), h.as_str()], "{state}");
-    assert_eq!(state["forms"][0]["data"]["text"], "a5", "{state}");
+    assert_eq!(state["forms"][0]["data"]["text"], "text a5", "{state}");
     assert_eq!(state["forms"][0]["provider"], "p");
     assert_eq!(state["forms"][0]["form_name"], "note");
     assert!(state["forms"][2]["data"].is_null(), "hidden: {state}");
@@ -404,6 +406,6 @@ async fn a_stream_starts_with_the_latest_event_of_each_form_unless_it_resumes_a_
         .map(|f| f["form_id"].as_str().unwrap())
         .collect();
     assert_eq!(listed, vec![h.as_str(), added], "{changes}");
-    assert_eq!(changes["forms"][0]["data"]["text"], "h1", "{changes}");
+    assert_eq!(changes["forms"][0]["data"]["text"], "text h1", "{changes}");
     assert!(svc.stop().success());
 }

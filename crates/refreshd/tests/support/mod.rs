@@ -442,7 +442,8 @@ pub async fn read_sse_until(response: &mut reqwest::Response, until: &str) -> St
 }
 
 /// Reads an SSE response until a complete event mentions `marker` (or the guard
-/// deadline); answers the complete events read.
+/// deadline); answers the complete events read. Pick a marker no generated id can
+/// contain (ids are alphanumeric), or the read may stop at the wrong event.
 pub async fn read_events_until(response: &mut reqwest::Response, marker: &str) -> Vec<SseEvent> {
     let mut seen = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(30), async {
