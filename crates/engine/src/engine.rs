@@ -516,8 +516,19 @@ impl Engine {
         &self,
         app: &App,
         user_id: &str,
-        mut change: impl FnMut(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
+        change: impl FnMut(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
+        Ok(self.with_pair_committed(app, user_id, change).await?.0)
+    }
+
+    /// [`Engine::with_pair`], answering also the pair as committed (its cached body
+    /// left out), for a fetch that follows at once and need not read it again.
+    pub(crate) async fn with_pair_committed<T>(
+        &self,
+        app: &App,
+        user_id: &str,
+        mut change: impl FnMut(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
+    ) -> Result<(T, PairRecord), EngineError> {
         let key = SubjectKey::Pair {
             appid: app.appid().to_string(),
             user_id: user_id.to_string(),
@@ -530,9 +541,9 @@ impl Engine {
                 continue;
             }
             self.read_cache.pair_changed(app.appid(), user_id);
-            let (result, next) = result?;
+            let (result, next, committed) = result?;
             self.plan(next);
-            return Ok(result);
+            return Ok((result, committed));
         }
     }
 
@@ -541,9 +552,10 @@ impl Engine {
         app: &App,
         user_id: &str,
         change: &mut impl FnMut(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
-    ) -> Result<(T, Option<Instant>), EngineError> {
+    ) -> Result<(T, Option<Instant>, PairRecord), EngineError> {
         let appid = app.appid();
-        // The state without the cache: a change through here never touches the cache.
+        // The state without the cached body: a change through here never touches the
+        // cache.
         let existing = self.store.get_pair_state(appid, user_id).await?;
         let expected_version = existing.as_ref().map_or(0, |r| r.version);
         let mut record = existing.unwrap_or_else(|| PairRecord {
@@ -565,6 +577,10 @@ impl Engine {
         };
         record.state = serde_json::to_string(&pair).map_err(EngineError::corrupt)?;
         record.next_wake_at = next.map(Instant::as_millis);
+        let committed = PairRecord {
+            version: expected_version + 1,
+            ..record.clone()
+        };
         self.store
             .commit_pair(PairCommit {
                 record,
@@ -575,7 +591,7 @@ impl Engine {
                 write_cache: false,
             })
             .await?;
-        Ok((result, next))
+        Ok((result, next, committed))
     }
 
     /// A cloud environment's base URL: the one the operator set through the API, else
@@ -593,7 +609,7 @@ impl Engine {
         &self,
         app: &App,
         user_id: &str,
-    ) -> Result<Option<FetchOrder>, EngineError> {
+    ) -> Result<Option<(FetchOrder, PairRecord)>, EngineError> {
         let appid = app.appid();
         let (running, app_is_full) = {
             let fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
@@ -607,17 +623,19 @@ impl Engine {
             metrics::counter!("refreshd_fetches_postponed_total").increment(1);
             return Ok(None);
         }
-        self.with_pair(app, user_id, |pair, _, now| {
-            if pair.is_in_flight() {
-                if running {
-                    return Ok(None);
+        let (order, committed) = self
+            .with_pair_committed(app, user_id, |pair, _, now| {
+                if pair.is_in_flight() {
+                    if running {
+                        return Ok(None);
+                    }
+                    // Ordered before a crash and never recorded: order it again (T5).
+                    pair.abandon_in_flight();
                 }
-                // Ordered before a crash and never recorded: order it again (T5).
-                pair.abandon_in_flight();
-            }
-            Ok(pair.wake(now, app, user_id))
-        })
-        .await
+                Ok(pair.wake(now, app, user_id))
+            })
+            .await?;
+        Ok(order.map(|order| (order, committed)))
     }
 }
 

@@ -36,5 +36,5 @@ pub use error::EngineError;
 pub use read_cache::{ReadCacheSettings, ReadCacheUsage};
 /// The store's kinds of key and its errors, as callers of commands meet them.
 pub use refreshd_store::{KeyKind, StoreError};
-pub use run::{DeliveryDispatcher, DispatchStep, DueFetch, FetchReport, WakeStep};
+pub use run::{DeliveryDispatcher, DispatchStep, DueFetch, FetchReport, FetchingApp, WakeStep};
 pub use transport::Transport;

@@ -140,7 +140,20 @@ pub struct DueFetch {
     /// for a fetch-now.
     pub due_at: Option<Instant>,
     /// The app as it was read when the fetch was ordered (read again when absent).
-    pub app: Option<Arc<App>>,
+    pub app: Option<Arc<FetchingApp>>,
+    /// The pair as the order committed it, without its cached body (read again when
+    /// absent; when another change moved it since, recording reads it again anyway).
+    pub pair: Option<PairRecord>,
+}
+
+/// An app as its fetches need it: its rules and its signing secrets, read once per wake
+/// pass and handed to every fetch the pass orders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchingApp {
+    pub app: App,
+    /// `None` for an app created before apps had one (it fetches unsigned until its
+    /// secret is rotated).
+    pub signing: Option<SigningSecrets>,
 }
 
 /// What one step of the wake loop did.
@@ -264,12 +277,12 @@ impl Engine {
             }
         }
         // Each app is read once per pass, and handed to the fetches it orders.
-        let mut apps: HashMap<String, Option<Arc<App>>> = HashMap::new();
+        let mut apps: HashMap<String, Option<Arc<FetchingApp>>> = HashMap::new();
         for (appid, _, _) in &pairs {
             if apps.contains_key(appid) {
                 continue;
             }
-            let app = match self.app(appid).await {
+            let app = match self.fetching_app(appid).await {
                 Ok(app) => Some(Arc::new(app)),
                 // Deleted: its pairs went with it.
                 Err(EngineError::NotFound(_)) => None,
@@ -288,7 +301,7 @@ impl Engine {
                 std::future::ready(app.map(|app| (app, user_id, due_at)))
             })
             .map(|(app, user_id, due_at)| async move {
-                let order = self.order_due_fetch(&app, &user_id).await;
+                let order = self.order_due_fetch(&app.app, &user_id).await;
                 (app, user_id, due_at, order)
             })
             .buffered(PAIR_WAKES_AT_ONCE)
@@ -296,18 +309,19 @@ impl Engine {
             .await;
         for (app, user_id, due_at, order) in ordered {
             match order {
-                Ok(Some(order)) => step.fetches.push(DueFetch {
-                    appid: app.appid().to_string(),
+                Ok(Some((order, pair))) => step.fetches.push(DueFetch {
+                    appid: app.app.appid().to_string(),
                     user_id,
                     order,
                     due_at: Some(Instant::from_millis(due_at)),
                     app: Some(app),
+                    pair: Some(pair),
                 }),
                 Ok(None) => {}
                 Err(error) => {
                     metrics::counter!("refreshd_engine_errors_total", "step" => "wake")
                         .increment(1);
-                    tracing::warn!(appid = app.appid(), %error, "waking a subject failed");
+                    tracing::warn!(appid = app.app.appid(), %error, "waking a subject failed");
                 }
             }
         }
@@ -322,6 +336,18 @@ impl Engine {
             .earliest_wake_at(self.now().as_millis())
             .await?
             .map(Instant::from_millis))
+    }
+
+    /// An app with its signing secrets, as its fetches need it.
+    pub(crate) async fn fetching_app(&self, appid: &str) -> Result<FetchingApp, EngineError> {
+        let app = self.app(appid).await?;
+        self.with_signing(app).await
+    }
+
+    /// `app` with its signing secrets read beside it.
+    pub(crate) async fn with_signing(&self, app: App) -> Result<FetchingApp, EngineError> {
+        let signing = self.store.app_signing(app.appid()).await?;
+        Ok(FetchingApp { app, signing })
     }
 
     /// Starts copying every committed form decision to the returned receiver (one
@@ -345,21 +371,14 @@ impl Engine {
 
     /// Carries out an ordered fetch and records its outcome (P8, P9, P13, P14).
     pub async fn execute_fetch(&self, fetch: DueFetch) -> Result<FetchReport, EngineError> {
-        let DueFetch {
-            appid,
-            user_id,
-            order,
-            due_at,
-            app,
-        } = fetch;
+        let appid = fetch.appid.clone();
+        let user_id = fetch.user_id.clone();
         let (appid, user_id) = (appid.as_str(), user_id.as_str());
         self.fetching
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .start(appid, user_id);
-        let report = self
-            .fetch_and_record(appid, user_id, order, due_at, app)
-            .await;
+        let report = self.fetch_and_record(fetch).await;
         self.fetching
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -367,23 +386,31 @@ impl Engine {
         report
     }
 
-    async fn fetch_and_record(
-        &self,
-        appid: &str,
-        user_id: &str,
-        order: FetchOrder,
-        due_at: Option<Instant>,
-        app: Option<Arc<App>>,
-    ) -> Result<FetchReport, EngineError> {
+    async fn fetch_and_record(&self, fetch: DueFetch) -> Result<FetchReport, EngineError> {
+        let DueFetch {
+            appid,
+            user_id,
+            order,
+            due_at,
+            app,
+            pair,
+        } = fetch;
+        let (appid, user_id) = (appid.as_str(), user_id.as_str());
         let app = match app {
             Some(app) => app,
-            None => Arc::new(self.app(appid).await?),
+            None => Arc::new(self.fetching_app(appid).await?),
         };
-        let record = self
-            .store
-            .get_pair(appid, user_id)
-            .await?
-            .unwrap_or_default();
+        // The pair as the order left it; its cached body is read only if a 304 keeps it.
+        let (record, body_read) = match pair {
+            Some(record) => (record, false),
+            None => (
+                self.store
+                    .get_pair(appid, user_id)
+                    .await?
+                    .unwrap_or_default(),
+                true,
+            ),
+        };
         let token = match &record.token_sealed {
             Some(sealed) => self.sealer.open(sealed).map_err(EngineError::corrupt)?,
             None => String::new(),
@@ -413,9 +440,9 @@ impl Engine {
         let started = std::time::Instant::now();
         let result = match &base {
             Some(base) => {
-                let url = fetch_url(base, app.appid(), &token, sent_at.as_millis());
+                let url = fetch_url(base, app.app.appid(), &token, sent_at.as_millis());
                 let wall = UNIX_EPOCH + Duration::from_millis(sent_at.as_millis().max(0) as u64);
-                let signature = self.fetch_signature(appid, &url).await?;
+                let signature = self.fetch_signature(appid, app.signing.as_ref(), &url);
                 self.transport
                     .fetch_periodic(&url, cache.if_none_match(base), signature.as_deref(), wall)
                     .await
@@ -474,11 +501,14 @@ impl Engine {
         };
         let mut retries = ConflictRetries::default();
         // The record read before the fetch is applied first; only when the pair changed
-        // meanwhile (a lost race) is it read again.
-        let mut known = Some(record);
+        // meanwhile (a lost race), or a 304 keeps a body not read yet, is it read again.
+        let keeps_unread_body = completion.answer.outcome == FetchOutcome::NotModified
+            && !body_read
+            && record.cached_at.is_some();
+        let mut known = (!keeps_unread_body).then_some(record);
         let (time_stamp, next) = loop {
             let result = self
-                .record_fetch(&app, user_id, &completion, known.take())
+                .record_fetch(&app.app, user_id, &completion, known.take())
                 .await;
             if !retries.again(&result) {
                 break result?;
@@ -799,15 +829,16 @@ impl Engine {
     /// A periodic fetch's signature over the request target it sends, under the app's
     /// secret; `None` for an app created before apps had one (until its secret is
     /// rotated). Like a delivery's, it is stamped with the host's real clock.
-    async fn fetch_signature(&self, appid: &str, url: &str) -> Result<Option<String>, EngineError> {
-        let Some(secrets) = self.store.app_signing(appid).await? else {
-            return Ok(None);
-        };
-        let Some(target) = refreshd_fetch::request_target(url) else {
-            return Ok(None);
-        };
-        match self.signature(&secrets, wall_clock_seconds(), &target) {
-            Ok(header) => Ok(Some(header)),
+    fn fetch_signature(
+        &self,
+        appid: &str,
+        secrets: Option<&SigningSecrets>,
+        url: &str,
+    ) -> Option<String> {
+        let secrets = secrets?;
+        let target = refreshd_fetch::request_target(url)?;
+        match self.signature(secrets, wall_clock_seconds(), &target) {
+            Ok(header) => Some(header),
             // A secret sealed under another REFRESHD_SECRET_KEY: the fetch still goes out
             // (unsigned, so a verifying server refuses it and the log shows why) rather
             // than stalling the user's schedule.
@@ -816,7 +847,7 @@ impl Engine {
                     appid,
                     "the app's signing secret could not be opened; fetching unsigned"
                 );
-                Ok(None)
+                None
             }
         }
     }

@@ -201,7 +201,8 @@ pub trait Store: NodeScope + Send + Sync + 'static {
 
     // ---- periodic fetch
     async fn get_pair(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>>;
-    /// A pair's state, version and token, without its cache (whose fields are `None`).
+    /// A pair's state, version, token, cache time stamps and ETag: all but the cached
+    /// body (`cached_data` is `None`), which is the only field that can be large.
     async fn get_pair_state(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>>;
     /// Inserts (`expected_version` 0) or updates a pair, with an optional log entry and
     /// an optional announcement to the user's devices; answers the devices announced to.

@@ -41,6 +41,8 @@ impl Backend for PgBackend {
     const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
     // Batches on different rows commit side by side; each holds one pooled connection.
     const WRITERS: usize = 4;
+    const ANONYMOUS_PLACEHOLDERS: bool = false;
+    const ROW_LOCK: &'static str = " FOR UPDATE";
 
     fn reader(&self) -> &PgPool {
         &self.pool

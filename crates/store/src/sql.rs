@@ -33,6 +33,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Group-commit writer tasks (`group`): one where there is one writer connection,
     /// several where transactions on different rows run side by side.
     const WRITERS: usize;
+    /// Grouped statements (many rows, hundreds of parameters) use anonymous `?`
+    /// placeholders rather than `$N`: SQLite looks a numbered parameter up by walking
+    /// the statement's list of names, so binding hundreds of them costs their square.
+    /// Every other statement uses `$N`, which both databases read.
+    const ANONYMOUS_PLACEHOLDERS: bool;
+    /// Appended to a select that locks the rows a grouped statement is about to update,
+    /// in key order (empty where one writer connection leaves nobody to deadlock with):
+    /// one statement over many rows takes its locks in whatever order its plan visits
+    /// them, and two writers doing that on overlapping rows could deadlock.
+    const ROW_LOCK: &'static str;
 
     fn reader(&self) -> &Pool<Self::Db>;
     fn begin(&self) -> impl Future<Output = StoreResult<Self::Tx>> + Send;
@@ -144,6 +154,63 @@ impl StatTally {
 /// Decision notes kept per form, for explanations.
 const DECISIONS_KEPT_PER_FORM: i64 = 50;
 
+/// Pair updates in one batch that are written with grouped statements rather than one
+/// by one, at least: below it, the per-pair statements (prepared once and kept) cost less
+/// than preparing grouped ones.
+const GROUPED_PAIRS_MIN: usize = 4;
+/// Rows per grouped statement, at most: 8 columns of 256 rows stay far below SQLite's
+/// 32,766 and PostgreSQL's 65,535 bound parameters.
+const GROUPED_PAIRS_PER_STATEMENT: usize = 256;
+
+/// The positions in `jobs` of the pair updates to write together: each pair's first
+/// commit in the batch, when it updates (a new pair is inserted on its own).
+fn grouped_pair_updates(jobs: &[&WriteJob]) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut grouped = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if let WriteJob::Pair(commit) = job {
+            let first = seen.insert((commit.record.appid.as_str(), commit.record.user_id.as_str()));
+            if first && commit.expected_version > 0 {
+                grouped.push(i);
+            }
+        }
+    }
+    grouped
+}
+
+/// `VALUES ($1, $2), ($3, $4), …`: `rows` rows of `columns` placeholders, numbered
+/// from `first` (or anonymous, see [`Backend::ANONYMOUS_PLACEHOLDERS`]; bind in the
+/// order they appear).
+fn values_rows<B: Backend>(rows: usize, columns: usize, first: usize) -> String {
+    let mut sql = String::with_capacity(8 + rows * columns * 6);
+    sql.push_str("VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(&placeholders::<B>(columns, first + row * columns));
+        sql.push(')');
+    }
+    sql
+}
+
+/// `$first, $first+1, …`: `count` placeholders (or `?, ?, …`).
+fn placeholders<B: Backend>(count: usize, first: usize) -> String {
+    let mut sql = String::with_capacity(count * 6);
+    for n in first..first + count {
+        if n > first {
+            sql.push_str(", ");
+        }
+        if B::ANONYMOUS_PLACEHOLDERS {
+            sql.push('?');
+        } else {
+            sql.push_str(&format!("${n}"));
+        }
+    }
+    sql
+}
+
 // The bounds below (on this block and on the `Store` impl) say what the SQL needs of a
 // database: statements on a connection or a pool, and the column types refreshd uses
 // (BIGINT, TEXT, BLOB/BYTEA). SQLite and PostgreSQL both meet them.
@@ -160,6 +227,7 @@ where
     Option<i64>: for<'q> Encode<'q, B::Db>,
     Option<String>: for<'q> Encode<'q, B::Db>,
     Option<Vec<u8>>: for<'q> Encode<'q, B::Db>,
+    B::Db: sqlx::database::HasStatementCache,
 {
     fn provider_from_row(row: &DbRow<B>) -> ProviderRecord {
         ProviderRecord {
@@ -364,23 +432,283 @@ where
     async fn write_batch(backend: &B, jobs: &[&WriteJob]) -> StoreResult<Vec<JobResult>> {
         let mut tx = backend.begin().await?;
         let mut tally = StatTally::default();
-        let mut results = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        let mut results: Vec<Option<JobResult>> = jobs.iter().map(|_| None).collect();
+        // Pair updates are written a few statements per group rather than per pair; the
+        // rest one by one after them, in the batch's order. Only the first commit of each
+        // pair goes with the group, so commits of one pair still apply in their order.
+        let grouped = grouped_pair_updates(jobs);
+        if grouped.len() >= GROUPED_PAIRS_MIN {
+            let commits: Vec<&PairCommit> = grouped
+                .iter()
+                .filter_map(|&i| match jobs[i] {
+                    WriteJob::Pair(commit) => Some(commit),
+                    WriteJob::Device(_) => None,
+                })
+                .collect();
+            for chunk in grouped
+                .chunks(GROUPED_PAIRS_PER_STATEMENT)
+                .zip(commits.chunks(GROUPED_PAIRS_PER_STATEMENT))
+            {
+                let answers = Self::write_pair_updates(&mut tx, chunk.1, &mut tally).await?;
+                for (&i, answer) in chunk.0.iter().zip(answers) {
+                    results[i] = Some(answer);
+                }
+            }
+        }
+        for (job, slot) in jobs.iter().zip(results.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
             let result = match job {
                 WriteJob::Pair(commit) => Self::write_pair(&mut tx, commit, &mut tally).await,
                 WriteJob::Device(commit) => Self::write_device(&mut tx, commit, &mut tally)
                     .await
                     .map(|()| Vec::new()),
             };
-            match result {
-                Err(StoreError::Conflict) => results.push(Err(StoreError::Conflict)),
+            *slot = Some(match result {
+                Err(StoreError::Conflict) => Err(StoreError::Conflict),
                 Err(error) => return Err(error),
-                Ok(announced) => results.push(Ok(announced)),
-            }
+                Ok(announced) => Ok(announced),
+            });
         }
         Self::write_tally(&mut tx, tally).await?;
         tx.commit().await?;
-        Ok(results)
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(StoreError::Conflict)))
+            .collect())
+    }
+
+    /// A grouped statement over `rows` rows. Full chunks share one text, so they are
+    /// prepared once and kept; other sizes are prepared for the one use, so that they
+    /// do not push the per-subject statements out of the connection's cache.
+    fn grouped_query(sql: &str, rows: usize) -> SqlQuery<'_, B> {
+        sqlx::query(sql).persistent(rows == GROUPED_PAIRS_PER_STATEMENT)
+    }
+
+    /// Updates of existing pairs (distinct pairs, each expecting its version), written
+    /// with a handful of statements whatever their number, within `tx`: the version-
+    /// checked update says which commits won; only the winners' caches, log entries and
+    /// announcements are written. A loser answers `Conflict` having written nothing.
+    async fn write_pair_updates(
+        tx: &mut Conn<B>,
+        commits: &[&PairCommit],
+        tally: &mut StatTally,
+    ) -> StoreResult<Vec<JobResult>> {
+        if !B::ROW_LOCK.is_empty() {
+            let sql = format!(
+                "SELECT 1 FROM fetch_pairs WHERE (appid, user_id) IN ({}) ORDER BY appid, user_id{}",
+                values_rows::<B>(commits.len(), 2, 1),
+                B::ROW_LOCK
+            );
+            let mut query = Self::grouped_query(&sql, commits.len());
+            for c in commits {
+                query = query.bind(&c.record.appid).bind(&c.record.user_id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let sql = format!(
+            "UPDATE fetch_pairs SET state = v.column3, version = version + 1, next_wake_at = v.column4, claimed_by = NULL, claim_until = NULL, token_sealed = v.column5
+             FROM ({}) AS v
+             WHERE fetch_pairs.appid = v.column1 AND fetch_pairs.user_id = v.column2 AND fetch_pairs.version = v.column6
+             RETURNING appid, user_id",
+            values_rows::<B>(commits.len(), 6, 1)
+        );
+        let mut query = Self::grouped_query(&sql, commits.len());
+        for c in commits {
+            let r = &c.record;
+            query = query
+                .bind(&r.appid)
+                .bind(&r.user_id)
+                .bind(&r.state)
+                .bind(r.next_wake_at)
+                .bind(&r.token_sealed)
+                .bind(c.expected_version);
+        }
+        let won: std::collections::HashSet<(String, String)> = query
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let winners: Vec<&PairCommit> = commits
+            .iter()
+            .copied()
+            .filter(|c| won.contains(&(c.record.appid.clone(), c.record.user_id.clone())))
+            .collect();
+
+        // Caches: upserted together; one left with neither data nor ETag is deleted.
+        let (cleared, cached): (Vec<&PairCommit>, Vec<&PairCommit>) = winners
+            .iter()
+            .copied()
+            .filter(|c| c.write_cache)
+            .partition(|c| c.record.cached_data.is_none() && c.record.etag.is_none());
+        for c in cleared {
+            Self::write_cache_row(tx, &c.record).await?;
+        }
+        if !cached.is_empty() {
+            let sql = format!(
+                "INSERT INTO fetch_cache (appid, user_id, data, cached_at, cached_sent_at, etag, etag_url) {}
+                 ON CONFLICT (appid, user_id) DO UPDATE SET data = excluded.data, cached_at = excluded.cached_at, cached_sent_at = excluded.cached_sent_at, etag = excluded.etag, etag_url = excluded.etag_url",
+                values_rows::<B>(cached.len(), 7, 1)
+            );
+            let mut query = Self::grouped_query(&sql, cached.len());
+            for c in &cached {
+                let r = &c.record;
+                query = query
+                    .bind(&r.appid)
+                    .bind(&r.user_id)
+                    .bind(&r.cached_data)
+                    .bind(r.cached_at)
+                    .bind(r.cached_sent_at)
+                    .bind(&r.etag)
+                    .bind(&r.etag_url);
+            }
+            query.execute(&mut *tx).await?;
+        }
+
+        // Log entries, then each pair's log cut back to its last FETCH_LOG_KEPT.
+        let logged: Vec<(&PairCommit, &FetchLogEntry)> = winners
+            .iter()
+            .filter_map(|c| c.log.as_ref().map(|log| (*c, log)))
+            .collect();
+        if !logged.is_empty() {
+            let sql = format!(
+                "INSERT INTO fetch_log (appid, user_id, at, gray, outcome, http_status, bytes, duration_ms) {}",
+                values_rows::<B>(logged.len(), 8, 1)
+            );
+            let mut query = Self::grouped_query(&sql, logged.len());
+            for (c, log) in &logged {
+                query = query
+                    .bind(&c.record.appid)
+                    .bind(&c.record.user_id)
+                    .bind(log.at)
+                    .bind(log.gray as i64)
+                    .bind(&log.outcome)
+                    .bind(log.http_status)
+                    .bind(log.bytes)
+                    .bind(log.duration_ms);
+            }
+            query.execute(&mut *tx).await?;
+            let sql = format!(
+                "DELETE FROM fetch_log WHERE (appid, user_id) IN ({}) AND id <= (SELECT k.id FROM fetch_log k WHERE k.appid = fetch_log.appid AND k.user_id = fetch_log.user_id ORDER BY k.id DESC LIMIT 1 OFFSET {})",
+                values_rows::<B>(logged.len(), 2, 1),
+                placeholders::<B>(1, 2 * logged.len() + 1)
+            );
+            let mut query = Self::grouped_query(&sql, logged.len());
+            for (c, _) in &logged {
+                query = query.bind(&c.record.appid).bind(&c.record.user_id);
+            }
+            query.bind(FETCH_LOG_KEPT).execute(&mut *tx).await?;
+            for (c, log) in &logged {
+                let appid = &c.record.appid;
+                tally.add(
+                    StatCounters::Fetches,
+                    appid,
+                    log.at,
+                    &log.outcome,
+                    latency_bucket(log.duration_ms),
+                );
+                if let Some(lateness) = c.lateness_ms {
+                    tally.add(
+                        StatCounters::Fetches,
+                        appid,
+                        log.at,
+                        LATENESS_STAT,
+                        lateness_bucket(lateness),
+                    );
+                }
+            }
+        }
+
+        let announced = Self::announce_to_devices(tx, &winners).await?;
+        Ok(commits
+            .iter()
+            .map(|c| {
+                let key = (c.record.appid.clone(), c.record.user_id.clone());
+                match announced.get(&key) {
+                    Some(devices) => Ok(devices.clone()),
+                    None if won.contains(&key) => Ok(Vec::new()),
+                    None => Err(StoreError::Conflict),
+                }
+            })
+            .collect())
+    }
+
+    /// Writes the announcements of `winners` to every device of their users (the latest
+    /// `fetched_data` per device and app replaces the one before); answers the devices
+    /// told, by pair.
+    async fn announce_to_devices(
+        tx: &mut Conn<B>,
+        winners: &[&PairCommit],
+    ) -> StoreResult<std::collections::HashMap<(String, String), Vec<String>>> {
+        let mut told = std::collections::HashMap::new();
+        let announcing: Vec<(&PairCommit, &PairAnnouncement)> = winners
+            .iter()
+            .filter_map(|c| c.announce.as_ref().map(|a| (*c, a)))
+            .collect();
+        if announcing.is_empty() {
+            return Ok(told);
+        }
+        let sql = format!(
+            "SELECT user_id, device_id FROM devices WHERE user_id IN ({}) ORDER BY user_id, device_id",
+            placeholders::<B>(announcing.len(), 1)
+        );
+        let mut query = Self::grouped_query(&sql, announcing.len());
+        for (c, _) in &announcing {
+            query = query.bind(&c.record.user_id);
+        }
+        let mut devices_of: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for row in query.fetch_all(&mut *tx).await? {
+            devices_of.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        let events: Vec<(&str, &str, &PairAnnouncement)> = announcing
+            .iter()
+            .flat_map(|(c, announce)| {
+                let devices = devices_of
+                    .get(&c.record.user_id)
+                    .map_or(&[][..], Vec::as_slice);
+                devices
+                    .iter()
+                    .map(move |d| (d.as_str(), c.record.appid.as_str(), *announce))
+            })
+            .collect();
+        for chunk in events.chunks(GROUPED_PAIRS_PER_STATEMENT) {
+            // Each `fetched_data` carries the whole cached body: only the latest counts.
+            let sql = format!(
+                "DELETE FROM events WHERE (device_id, appid) IN ({})",
+                values_rows::<B>(chunk.len(), 2, 1)
+            );
+            let mut query = Self::grouped_query(&sql, chunk.len());
+            for (device_id, appid, _) in chunk {
+                query = query.bind(*device_id).bind(*appid);
+            }
+            query.execute(&mut *tx).await?;
+            let sql = format!(
+                "INSERT INTO events (device_id, appid, kind, payload, at) {}",
+                values_rows::<B>(chunk.len(), 5, 1)
+            );
+            let mut query = Self::grouped_query(&sql, chunk.len());
+            for (device_id, appid, announce) in chunk {
+                query = query
+                    .bind(*device_id)
+                    .bind(*appid)
+                    .bind(&announce.kind)
+                    .bind(&announce.payload)
+                    .bind(announce.at);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for (c, _) in &announcing {
+            if let Some(devices) = devices_of.get(&c.record.user_id) {
+                told.insert(
+                    (c.record.appid.clone(), c.record.user_id.clone()),
+                    devices.clone(),
+                );
+            }
+        }
+        Ok(told)
     }
 
     /// One device's commit within a group's transaction; `Conflict`, having written
@@ -766,6 +1094,7 @@ where
     Option<i64>: for<'q> Encode<'q, B::Db>,
     Option<String>: for<'q> Encode<'q, B::Db>,
     Option<Vec<u8>>: for<'q> Encode<'q, B::Db>,
+    B::Db: sqlx::database::HasStatementCache,
 {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
@@ -1353,9 +1682,11 @@ where
     }
 
     async fn get_pair_state(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {PAIR_COLUMNS} FROM fetch_pairs WHERE appid = $1 AND user_id = $2"
-        ))
+        let row = sqlx::query(
+            "SELECT p.appid, p.user_id, p.state, p.version, p.next_wake_at, p.token_sealed, c.cached_at, c.cached_sent_at, c.etag, c.etag_url
+             FROM fetch_pairs p LEFT JOIN fetch_cache c ON c.appid = p.appid AND c.user_id = p.user_id
+             WHERE p.appid = $1 AND p.user_id = $2",
+        )
         .bind(appid)
         .bind(user_id)
         .fetch_optional(self.backend.reader())
@@ -1367,7 +1698,11 @@ where
             version: row.get("version"),
             next_wake_at: row.get("next_wake_at"),
             token_sealed: row.get("token_sealed"),
-            ..PairRecord::default()
+            cached_data: None,
+            cached_at: row.get("cached_at"),
+            cached_sent_at: row.get("cached_sent_at"),
+            etag: row.get("etag"),
+            etag_url: row.get("etag_url"),
         }))
     }
 
@@ -1751,3 +2086,6 @@ where
         tx.commit().await
     }
 }
+
+#[cfg(test)]
+mod tests;

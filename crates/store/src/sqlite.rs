@@ -105,6 +105,8 @@ impl Backend for SqliteBackend {
     // One writer connection: a claim's select and update cannot interleave with another.
     const CLAIM_LOCK: &'static str = "";
     const WRITERS: usize = 1;
+    const ANONYMOUS_PLACEHOLDERS: bool = true;
+    const ROW_LOCK: &'static str = "";
 
     fn reader(&self) -> &SqlitePool {
         &self.reader

@@ -228,12 +228,13 @@ impl AppCommands<'_> {
         user_id: &str,
     ) -> Result<FetchReport, EngineError> {
         let app = self.own_app(caller, appid).await?;
-        let order = self
+        let (order, pair) = self
             .engine
-            .with_pair(&app, user_id, |pair, _, _| {
+            .with_pair_committed(&app, user_id, |pair, _, _| {
                 Ok(pair.fetch_now(&app, user_id)?)
             })
             .await?;
+        let app = self.engine.with_signing(app).await?;
         self.engine
             .execute_fetch(crate::run::DueFetch {
                 appid: appid.to_string(),
@@ -241,6 +242,7 @@ impl AppCommands<'_> {
                 order,
                 due_at: None,
                 app: Some(std::sync::Arc::new(app)),
+                pair: Some(pair),
             })
             .await
     }
