@@ -518,15 +518,21 @@ impl Engine {
         user_id: &str,
         change: impl FnMut(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
     ) -> Result<T, EngineError> {
-        Ok(self.with_pair_committed(app, user_id, change).await?.0)
+        Ok(self
+            .with_pair_committed(app, user_id, None, change)
+            .await?
+            .0)
     }
 
     /// [`Engine::with_pair`], answering also the pair as committed (its cached body
-    /// left out), for a fetch that follows at once and need not read it again.
+    /// left out), for a fetch that follows at once and need not read it again. `known`
+    /// is the pair as read just before (many at once), tried first; when it is no longer
+    /// current its commit loses the version race and the pair is read again.
     pub(crate) async fn with_pair_committed<T>(
         &self,
         app: &App,
         user_id: &str,
+        mut known: Option<PairRecord>,
         mut change: impl FnMut(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
     ) -> Result<(T, PairRecord), EngineError> {
         let key = SubjectKey::Pair {
@@ -536,7 +542,9 @@ impl Engine {
         let _guard = self.lock(key.clone()).await;
         let mut retries = ConflictRetries::default();
         loop {
-            let result = self.try_pair_change(app, user_id, &mut change).await;
+            let result = self
+                .try_pair_change(app, user_id, known.take(), &mut change)
+                .await;
             if retries.again(&result) {
                 continue;
             }
@@ -551,12 +559,16 @@ impl Engine {
         &self,
         app: &App,
         user_id: &str,
+        known: Option<PairRecord>,
         change: &mut impl FnMut(&mut FetchPair, &mut PairRecord, Instant) -> Result<T, EngineError>,
     ) -> Result<(T, Option<Instant>, PairRecord), EngineError> {
         let appid = app.appid();
         // The state without the cached body: a change through here never touches the
         // cache.
-        let existing = self.store.get_pair_state(appid, user_id).await?;
+        let existing = match known {
+            Some(record) => Some(record),
+            None => self.store.get_pair_state(appid, user_id).await?,
+        };
         let expected_version = existing.as_ref().map_or(0, |r| r.version);
         let mut record = existing.unwrap_or_else(|| PairRecord {
             appid: appid.to_string(),
@@ -609,6 +621,7 @@ impl Engine {
         &self,
         app: &App,
         user_id: &str,
+        known: Option<PairRecord>,
     ) -> Result<Option<(FetchOrder, PairRecord)>, EngineError> {
         let appid = app.appid();
         let (running, app_is_full) = {
@@ -624,7 +637,7 @@ impl Engine {
             return Ok(None);
         }
         let (order, committed) = self
-            .with_pair_committed(app, user_id, |pair, _, now| {
+            .with_pair_committed(app, user_id, known, |pair, _, now| {
                 if pair.is_in_flight() {
                     if running {
                         return Ok(None);

@@ -295,13 +295,33 @@ impl Engine {
             };
             apps.insert(appid.clone(), app);
         }
+        // And their pairs with one read per app, each tried first by its order.
+        let mut users_of: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (appid, user_id, _) in &pairs {
+            if matches!(apps.get(appid), Some(Some(_))) {
+                users_of.entry(appid).or_default().push(user_id);
+            }
+        }
+        let mut known: HashMap<(String, String), PairRecord> = HashMap::new();
+        for (appid, users) in users_of {
+            match self.store.get_pair_states(appid, &users).await {
+                Ok(records) => known.extend(
+                    records
+                        .into_iter()
+                        .map(|r| ((r.appid.clone(), r.user_id.clone()), r)),
+                ),
+                // Each order reads its own pair instead.
+                Err(error) => tracing::debug!(%appid, %error, "reading due pairs failed"),
+            }
+        }
         let ordered: Vec<_> = futures_util::stream::iter(pairs)
             .filter_map(|(appid, user_id, due_at)| {
                 let app = apps.get(&appid).cloned().flatten();
-                std::future::ready(app.map(|app| (app, user_id, due_at)))
+                let pair = known.remove(&(appid, user_id.clone()));
+                std::future::ready(app.map(|app| (app, user_id, due_at, pair)))
             })
-            .map(|(app, user_id, due_at)| async move {
-                let order = self.order_due_fetch(&app.app, &user_id).await;
+            .map(|(app, user_id, due_at, pair)| async move {
+                let order = self.order_due_fetch(&app.app, &user_id, pair).await;
                 (app, user_id, due_at, order)
             })
             .buffered(PAIR_WAKES_AT_ONCE)

@@ -204,6 +204,10 @@ pub trait Store: NodeScope + Send + Sync + 'static {
     /// A pair's state, version, token, cache time stamps and ETag: all but the cached
     /// body (`cached_data` is `None`), which is the only field that can be large.
     async fn get_pair_state(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>>;
+    /// [`Store::get_pair_state`] of many users of one app at once, in no given order;
+    /// users without a pair are left out.
+    async fn get_pair_states(&self, appid: &str, user_ids: &[&str])
+        -> StoreResult<Vec<PairRecord>>;
     /// Inserts (`expected_version` 0) or updates a pair, with an optional log entry and
     /// an optional announcement to the user's devices; answers the devices announced to.
     async fn commit_pair(&self, commit: PairCommit) -> StoreResult<Vec<String>>;

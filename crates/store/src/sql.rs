@@ -479,11 +479,11 @@ where
             .collect())
     }
 
-    /// A grouped statement over `rows` rows. Full chunks share one text, so they are
-    /// prepared once and kept; other sizes are prepared for the one use, so that they
-    /// do not push the per-subject statements out of the connection's cache.
+    /// A grouped statement over `rows` rows. Full chunks and single rows share one
+    /// text each, so they are prepared once and kept; other sizes are prepared for the
+    /// one use, so that they do not push other statements out of the connection's cache.
     fn grouped_query(sql: &str, rows: usize) -> SqlQuery<'_, B> {
-        sqlx::query(sql).persistent(rows == GROUPED_PAIRS_PER_STATEMENT)
+        sqlx::query(sql).persistent(rows == 1 || rows == GROUPED_PAIRS_PER_STATEMENT)
     }
 
     /// Updates of existing pairs (distinct pairs, each expecting its version), written
@@ -1682,28 +1682,43 @@ where
     }
 
     async fn get_pair_state(&self, appid: &str, user_id: &str) -> StoreResult<Option<PairRecord>> {
-        let row = sqlx::query(
-            "SELECT p.appid, p.user_id, p.state, p.version, p.next_wake_at, p.token_sealed, c.cached_at, c.cached_sent_at, c.etag, c.etag_url
-             FROM fetch_pairs p LEFT JOIN fetch_cache c ON c.appid = p.appid AND c.user_id = p.user_id
-             WHERE p.appid = $1 AND p.user_id = $2",
-        )
-        .bind(appid)
-        .bind(user_id)
-        .fetch_optional(self.backend.reader())
-        .await?;
-        Ok(row.as_ref().map(|row| PairRecord {
-            appid: row.get("appid"),
-            user_id: row.get("user_id"),
-            state: row.get("state"),
-            version: row.get("version"),
-            next_wake_at: row.get("next_wake_at"),
-            token_sealed: row.get("token_sealed"),
-            cached_data: None,
-            cached_at: row.get("cached_at"),
-            cached_sent_at: row.get("cached_sent_at"),
-            etag: row.get("etag"),
-            etag_url: row.get("etag_url"),
-        }))
+        Ok(self.get_pair_states(appid, &[user_id]).await?.pop())
+    }
+
+    async fn get_pair_states(
+        &self,
+        appid: &str,
+        user_ids: &[&str],
+    ) -> StoreResult<Vec<PairRecord>> {
+        let mut records = Vec::with_capacity(user_ids.len());
+        for chunk in user_ids.chunks(GROUPED_PAIRS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT p.appid, p.user_id, p.state, p.version, p.next_wake_at, p.token_sealed, c.cached_at, c.cached_sent_at, c.etag, c.etag_url
+                 FROM fetch_pairs p LEFT JOIN fetch_cache c ON c.appid = p.appid AND c.user_id = p.user_id
+                 WHERE p.appid = {} AND p.user_id IN ({})",
+                placeholders::<B>(1, 1),
+                placeholders::<B>(chunk.len(), 2)
+            );
+            let mut query = Self::grouped_query(&sql, chunk.len()).bind(appid);
+            for user_id in chunk {
+                query = query.bind(*user_id);
+            }
+            let rows = query.fetch_all(self.backend.reader()).await?;
+            records.extend(rows.iter().map(|row| PairRecord {
+                appid: row.get("appid"),
+                user_id: row.get("user_id"),
+                state: row.get("state"),
+                version: row.get("version"),
+                next_wake_at: row.get("next_wake_at"),
+                token_sealed: row.get("token_sealed"),
+                cached_data: None,
+                cached_at: row.get("cached_at"),
+                cached_sent_at: row.get("cached_sent_at"),
+                etag: row.get("etag"),
+                etag_url: row.get("etag_url"),
+            }));
+        }
+        Ok(records)
     }
 
     async fn commit_pair(&self, commit: PairCommit) -> StoreResult<Vec<String>> {

@@ -463,6 +463,25 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
     assert_eq!(log.len(), 100);
     assert_eq!((log[0].at, log[99].at), (104, 5), "newest first");
     assert_eq!(store.all_pairs_of_app("wx1").await.unwrap().len(), 1);
+    // States without the body, many users at once; missing users are left out.
+    let state = store.get_pair_state("wx1", "u1").await.unwrap().unwrap();
+    assert_eq!(
+        state,
+        PairRecord {
+            cached_data: None,
+            ..saved.clone()
+        }
+    );
+    let states = store
+        .get_pair_states("wx1", &["nobody", "u1", "u2"])
+        .await
+        .unwrap();
+    assert_eq!(states, vec![state]);
+    assert!(store
+        .get_pair_states("other", &["u1"])
+        .await
+        .unwrap()
+        .is_empty());
     // Every logged fetch was counted in the hour's statistics, beyond the log's 100,
     // with its latency and its lateness in their buckets.
     let mut stats = store.fetch_stats("wx1", 0).await.unwrap();

@@ -230,7 +230,7 @@ impl AppCommands<'_> {
         let app = self.own_app(caller, appid).await?;
         let (order, pair) = self
             .engine
-            .with_pair_committed(&app, user_id, |pair, _, _| {
+            .with_pair_committed(&app, user_id, None, |pair, _, _| {
                 Ok(pair.fetch_now(&app, user_id)?)
             })
             .await?;
