@@ -78,9 +78,11 @@ def main():
     for row in pg_rows:
         users = int(row.split(".")[-1])
         ours = pg_rate = med(row, "refreshd", "fetches_per_second")
+        pgbench = med(row, "pgbench", "rows_per_second")
+        # The goal on PostgreSQL is half of pgbench's claim-and-update ceiling.
         line(f"2. Due fetches/s, PostgreSQL, {users:,} users due at once", ours,
-             med(row, "pgbench", "rows_per_second"), "(pgbench claim + update, 8 clients)",
-             f"≥ {rate_goal:,.0f}/s (1 M in 60 s)", ours is not None and ours >= rate_goal)
+             pgbench, "(pgbench claim + update, 8 clients)",
+             "≥ 0.5× pgbench", ours is not None and pgbench is not None and ours >= 0.5 * pgbench)
     # 3. drain 1 M
     for db, rate, ref_rate in (("SQLite", sqlite_rate.get(min(sqlite_rate)) if sqlite_rate else None,
                                 med(fetch_rows[0], "sqlite-1", "rows_per_second") if fetch_rows else None),
