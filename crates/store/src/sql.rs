@@ -546,26 +546,8 @@ where
         for c in cleared {
             Self::write_cache_row(tx, &c.record).await?;
         }
-        if !cached.is_empty() {
-            let sql = format!(
-                "INSERT INTO fetch_cache (appid, user_id, data, cached_at, cached_sent_at, etag, etag_url) {}
-                 ON CONFLICT (appid, user_id) DO UPDATE SET data = excluded.data, cached_at = excluded.cached_at, cached_sent_at = excluded.cached_sent_at, etag = excluded.etag, etag_url = excluded.etag_url",
-                values_rows::<B>(cached.len(), 7, 1)
-            );
-            let mut query = Self::grouped_query(&sql, cached.len());
-            for c in &cached {
-                let r = &c.record;
-                query = query
-                    .bind(&r.appid)
-                    .bind(&r.user_id)
-                    .bind(&r.cached_data)
-                    .bind(r.cached_at)
-                    .bind(r.cached_sent_at)
-                    .bind(&r.etag)
-                    .bind(&r.etag_url);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        let cached: Vec<&PairRecord> = cached.iter().map(|c| &c.record).collect();
+        Self::write_cache_rows(tx, &cached).await?;
 
         // Log entries, then each pair's log cut back to its last FETCH_LOG_KEPT.
         let logged: Vec<(&PairCommit, &FetchLogEntry)> = winners
@@ -633,6 +615,32 @@ where
                 }
             })
             .collect())
+    }
+
+    /// Upserts the cache rows of `records` (each holding data or an ETag) with one
+    /// statement.
+    async fn write_cache_rows(tx: &mut Conn<B>, records: &[&PairRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO fetch_cache (appid, user_id, data, cached_at, cached_sent_at, etag, etag_url) {}
+             ON CONFLICT (appid, user_id) DO UPDATE SET data = excluded.data, cached_at = excluded.cached_at, cached_sent_at = excluded.cached_sent_at, etag = excluded.etag, etag_url = excluded.etag_url",
+            values_rows::<B>(records.len(), 7, 1)
+        );
+        let mut query = Self::grouped_query(&sql, records.len());
+        for r in records {
+            query = query
+                .bind(&r.appid)
+                .bind(&r.user_id)
+                .bind(&r.cached_data)
+                .bind(r.cached_at)
+                .bind(r.cached_sent_at)
+                .bind(&r.etag)
+                .bind(&r.etag_url);
+        }
+        query.execute(&mut *tx).await?;
+        Ok(())
     }
 
     /// Writes the announcements of `winners` to every device of their users (the latest
@@ -1728,8 +1736,37 @@ where
     async fn insert_pairs(&self, pairs: &[PairRecord]) -> StoreResult<u64> {
         let mut tx = self.backend.begin().await?;
         let mut inserted = 0;
-        for r in pairs {
-            inserted += Self::insert_pair_row(&mut tx, r).await?;
+        // Many rows per statement, as group commit writes them; a pair that exists is
+        // left alone, and only those inserted get their cache rows.
+        for chunk in pairs.chunks(GROUPED_PAIRS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) {} ON CONFLICT (appid, user_id) DO NOTHING RETURNING appid, user_id",
+                values_rows::<B>(chunk.len(), 6, 1)
+            );
+            let mut query = Self::grouped_query(&sql, chunk.len());
+            for r in chunk {
+                query = query
+                    .bind(&r.appid)
+                    .bind(&r.user_id)
+                    .bind(&r.state)
+                    .bind(1_i64)
+                    .bind(r.next_wake_at)
+                    .bind(&r.token_sealed);
+            }
+            let mut new: std::collections::HashSet<(String, String)> = query
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+            inserted += new.len() as u64;
+            // A pair listed twice was inserted as its first listing says.
+            let cached: Vec<&PairRecord> = chunk
+                .iter()
+                .filter(|r| new.remove(&(r.appid.clone(), r.user_id.clone())))
+                .filter(|r| r.cached_data.is_some() || r.etag.is_some())
+                .collect();
+            Self::write_cache_rows(&mut tx, &cached).await?;
         }
         tx.commit().await?;
         Ok(inserted)

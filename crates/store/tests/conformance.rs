@@ -505,6 +505,50 @@ async fn pairs_are_versioned_and_logs_keep_the_last_100(store: Arc<dyn Store>) {
 }
 conformance!(pairs, pairs_are_versioned_and_logs_keep_the_last_100);
 
+/// A bulk import inserts new pairs many rows at a time: a pair that exists is left as
+/// it is, a pair listed twice is inserted as first listed, and only inserted pairs get
+/// their cache rows.
+async fn bulk_inserts_skip_existing_pairs_and_keep_the_first_listing(store: Arc<dyn Store>) {
+    let pair = |user: &str, data: Option<&str>| PairRecord {
+        appid: "imp".into(),
+        user_id: user.into(),
+        state: "{}".into(),
+        next_wake_at: Some(7),
+        cached_data: data.map(str::to_string),
+        cached_at: data.map(|_| 1),
+        ..PairRecord::default()
+    };
+    assert_eq!(
+        store
+            .insert_pairs(&[pair("old", Some("kept"))])
+            .await
+            .unwrap(),
+        1
+    );
+    let mut batch = vec![
+        pair("old", Some("ignored")),
+        pair("twice", Some("first")),
+        pair("twice", Some("second")),
+    ];
+    batch.extend((0..600).map(|i| pair(&format!("n{i:03}"), None)));
+    assert_eq!(store.insert_pairs(&batch).await.unwrap(), 601);
+    let data = |user: &'static str| {
+        let store = store.clone();
+        async move {
+            let saved = store.get_pair("imp", user).await.unwrap().unwrap();
+            (saved.version, saved.cached_data)
+        }
+    };
+    assert_eq!(data("old").await, (1, Some("kept".into())));
+    assert_eq!(data("twice").await, (1, Some("first".into())));
+    assert_eq!(data("n599").await, (1, None));
+    assert_eq!(store.all_pairs_of_app("imp").await.unwrap().len(), 602);
+}
+conformance!(
+    bulk_inserts,
+    bulk_inserts_skip_existing_pairs_and_keep_the_first_listing
+);
+
 async fn claims_are_exclusive_expire_and_are_released_by_commits(store: Arc<dyn Store>) {
     for i in 0..20 {
         store
