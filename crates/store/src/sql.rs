@@ -810,22 +810,39 @@ where
         Ok(())
     }
 
-    /// Inserts a new pair row (and its cache, if it has one) within `tx`; answers 0 when
-    /// the pair exists already.
-    async fn insert_pair_row(tx: &mut Conn<B>, r: &PairRecord) -> StoreResult<u64> {
-        let done = sqlx::query(&format!(
-            "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (appid, user_id) DO NOTHING"
-        ))
-        .bind(&r.appid)
-        .bind(&r.user_id)
-        .bind(&r.state)
-        .bind(r.next_wake_at)
-        .bind(&r.token_sealed)
-        .execute(&mut *tx)
-        .await?;
-        let inserted = B::rows_affected(&done);
-        if inserted > 0 && (r.cached_data.is_some() || r.etag.is_some()) {
-            Self::write_cache_row(tx, r).await?;
+    /// Inserts new pair rows (and the caches of those that have one) within `tx`, many
+    /// per statement; a pair that exists already is left as it is, and a pair listed
+    /// twice is inserted as first listed. Answers how many were inserted.
+    async fn insert_pair_rows(tx: &mut Conn<B>, pairs: &[PairRecord]) -> StoreResult<u64> {
+        let mut inserted = 0;
+        for chunk in pairs.chunks(GROUPED_PAIRS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) {} ON CONFLICT (appid, user_id) DO NOTHING RETURNING appid, user_id",
+                values_rows::<B>(chunk.len(), 6, 1)
+            );
+            let mut query = Self::grouped_query(&sql, chunk.len());
+            for r in chunk {
+                query = query
+                    .bind(&r.appid)
+                    .bind(&r.user_id)
+                    .bind(&r.state)
+                    .bind(1_i64)
+                    .bind(r.next_wake_at)
+                    .bind(&r.token_sealed);
+            }
+            let mut new: std::collections::HashSet<(String, String)> = query
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+            inserted += new.len() as u64;
+            let cached: Vec<&PairRecord> = chunk
+                .iter()
+                .filter(|r| new.remove(&(r.appid.clone(), r.user_id.clone())))
+                .filter(|r| r.cached_data.is_some() || r.etag.is_some())
+                .collect();
+            Self::write_cache_rows(tx, &cached).await?;
         }
         Ok(inserted)
     }
@@ -841,20 +858,7 @@ where
                 .await?;
             return Ok(());
         }
-        sqlx::query(
-            "INSERT INTO fetch_cache (appid, user_id, data, cached_at, cached_sent_at, etag, etag_url) VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (appid, user_id) DO UPDATE SET data = excluded.data, cached_at = excluded.cached_at, cached_sent_at = excluded.cached_sent_at, etag = excluded.etag, etag_url = excluded.etag_url",
-        )
-        .bind(&r.appid)
-        .bind(&r.user_id)
-        .bind(&r.cached_data)
-        .bind(r.cached_at)
-        .bind(r.cached_sent_at)
-        .bind(&r.etag)
-        .bind(&r.etag_url)
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
+        Self::write_cache_rows(tx, &[r]).await
     }
 
     /// One pair's commit within a group's transaction; `Conflict`, having written
@@ -868,7 +872,7 @@ where
         if commit.expected_version == 0 {
             // A pair inserted meanwhile by another writer is a lost race, not an error:
             // nothing is written, so the rest of the group's transaction stands.
-            if Self::insert_pair_row(tx, r).await? == 0 {
+            if Self::insert_pair_rows(tx, std::slice::from_ref(r)).await? == 0 {
                 return Err(StoreError::Conflict);
             }
         } else {
@@ -1735,39 +1739,7 @@ where
 
     async fn insert_pairs(&self, pairs: &[PairRecord]) -> StoreResult<u64> {
         let mut tx = self.backend.begin().await?;
-        let mut inserted = 0;
-        // Many rows per statement, as group commit writes them; a pair that exists is
-        // left alone, and only those inserted get their cache rows.
-        for chunk in pairs.chunks(GROUPED_PAIRS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) {} ON CONFLICT (appid, user_id) DO NOTHING RETURNING appid, user_id",
-                values_rows::<B>(chunk.len(), 6, 1)
-            );
-            let mut query = Self::grouped_query(&sql, chunk.len());
-            for r in chunk {
-                query = query
-                    .bind(&r.appid)
-                    .bind(&r.user_id)
-                    .bind(&r.state)
-                    .bind(1_i64)
-                    .bind(r.next_wake_at)
-                    .bind(&r.token_sealed);
-            }
-            let mut new: std::collections::HashSet<(String, String)> = query
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| (row.get(0), row.get(1)))
-                .collect();
-            inserted += new.len() as u64;
-            // A pair listed twice was inserted as its first listing says.
-            let cached: Vec<&PairRecord> = chunk
-                .iter()
-                .filter(|r| new.remove(&(r.appid.clone(), r.user_id.clone())))
-                .filter(|r| r.cached_data.is_some() || r.etag.is_some())
-                .collect();
-            Self::write_cache_rows(&mut tx, &cached).await?;
-        }
+        let inserted = Self::insert_pair_rows(&mut tx, pairs).await?;
         tx.commit().await?;
         Ok(inserted)
     }

@@ -36,22 +36,24 @@ fn update(user: &str, version: i64, state: &str) -> PairCommit {
 /// One batch holding grouped updates with caches, logs and an announcement, a stale
 /// update, two later commits of pairs already in the group, a new pair and a device:
 /// each gets the answer it would get written alone, in the batch's order.
-async fn grouped_pair_updates_answer_as_if_written_one_by_one<B: Backend>(store: &SqlStore<B>)
-where
-    SqlStore<B>: Store,
-    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
-    for<'q> <B::Db as Database>::Arguments<'q>: IntoArguments<'q, B::Db>,
-    for<'a> &'a str: ColumnIndex<DbRow<B>> + Encode<'a, B::Db> + Type<B::Db>,
-    usize: ColumnIndex<DbRow<B>>,
-    for<'a> &'a [u8]: Encode<'a, B::Db> + Type<B::Db>,
-    i64: for<'q> Encode<'q, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
-    String: for<'q> Encode<'q, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
-    Vec<u8>: for<'q> Encode<'q, B::Db> + for<'r> Decode<'r, B::Db> + Type<B::Db>,
-    Option<i64>: for<'q> Encode<'q, B::Db>,
-    Option<String>: for<'q> Encode<'q, B::Db>,
-    Option<Vec<u8>>: for<'q> Encode<'q, B::Db>,
-    B::Db: sqlx::database::HasStatementCache,
-{
+/// Writing one batch by hand, as a store's writer task does.
+trait WritesBatches: Store {
+    async fn write(&self, jobs: &[&WriteJob]) -> StoreResult<Vec<JobResult>>;
+}
+
+impl WritesBatches for SqliteStore {
+    async fn write(&self, jobs: &[&WriteJob]) -> StoreResult<Vec<JobResult>> {
+        SqlStore::write_batch(&self.backend, jobs).await
+    }
+}
+
+impl WritesBatches for PgStore {
+    async fn write(&self, jobs: &[&WriteJob]) -> StoreResult<Vec<JobResult>> {
+        SqlStore::write_batch(&self.backend, jobs).await
+    }
+}
+
+async fn grouped_pair_updates_answer_as_if_written_one_by_one(store: &impl WritesBatches) {
     let users: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
     let pairs: Vec<PairRecord> = users
         .iter()
@@ -138,9 +140,7 @@ where
     let refs: Vec<&WriteJob> = jobs.iter().collect();
     assert!(grouped_pair_updates(&refs).len() >= GROUPED_PAIRS_MIN);
 
-    let results = SqlStore::<B>::write_batch(&store.backend, &refs)
-        .await
-        .unwrap();
+    let results = store.write(&refs).await.unwrap();
     let answers: Vec<(String, Result<Vec<String>, String>)> = jobs
         .iter()
         .zip(results)
