@@ -6,7 +6,10 @@
 
 use anyhow::{bail, Context, Result};
 use refreshd_engine::import::{ImportedUser, IMPORT_CHUNK};
-use refreshd_engine::Engine;
+use refreshd_engine::secrets::{SecretKey, TokenSealer};
+use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock};
+use refreshd_fetch::{DestinationPolicy, FetchLimits, Fetcher};
+use refreshd_rules::periodic::{App, PeriodicSetting, Source, SubjectType};
 use refreshd_store::{PgStore, SqliteStore, Store};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -188,6 +191,42 @@ pub async fn import_users(engine: &Engine, apps: &[String], users: &[ImportedUse
             engine.import_users(appid, chunk).await?;
         }
     }
+    Ok(())
+}
+
+/// An engine over `store` on the system clock, allowed to fetch from loopback origins
+/// only, with `limits`; and its clock.
+pub fn loopback_engine(
+    store: Arc<dyn Store>,
+    limits: FetchLimits,
+) -> Result<(Arc<Engine>, Arc<dyn Clock>)> {
+    let policy = DestinationPolicy::new(DestinationPolicy::parse_trusted(&["127.0.0.1/32"])?);
+    let fetcher = Arc::new(Fetcher::new(policy, limits)?);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let engine = Engine::new(
+        store,
+        clock.clone(),
+        fetcher,
+        TokenSealer::new(&SecretKey([9; 32])),
+        EngineSettings::default(),
+    );
+    Ok((engine, clock))
+}
+
+/// Stores an app whose periodic fetch reads `url`.
+pub async fn insert_url_app(store: &dyn Store, appid: &str, url: String) -> Result<()> {
+    let app = App::new(
+        appid,
+        SubjectType::Organization,
+        Some(PeriodicSetting {
+            enabled: true,
+            source: Source::Url(url),
+            gray: None,
+        }),
+    )?;
+    store
+        .insert_app(appid, &serde_json::to_string(&app)?, None, None)
+        .await?;
     Ok(())
 }
 

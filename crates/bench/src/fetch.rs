@@ -6,14 +6,11 @@
 //! `refreshd import` does; the timing runs from the engine's start until every fetch
 //! is recorded (body cached, next fetch planned, committed).
 
-use crate::db::{emit, import_users, write_bytes, BenchDb};
+use crate::db::{emit, import_users, insert_url_app, loopback_engine, write_bytes, BenchDb};
 use crate::servers::{spawn_origin, OriginLog};
 use anyhow::{bail, Result};
 use refreshd_engine::import::ImportedUser;
-use refreshd_engine::secrets::{SecretKey, TokenSealer};
-use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock};
-use refreshd_fetch::{DestinationPolicy, FetchLimits, Fetcher};
-use refreshd_rules::periodic::{App, PeriodicSetting, Source, SubjectType};
+use refreshd_fetch::FetchLimits;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallClock};
@@ -50,37 +47,17 @@ pub async fn run(args: FetchArgs) -> Result<()> {
     }
 
     let (db, store) = BenchDb::open(database_url.as_deref(), "fetch").await?;
-    let policy = DestinationPolicy::new(DestinationPolicy::parse_trusted(&["127.0.0.1/32"])?);
     let limits = FetchLimits {
         per_origin,
         ..FetchLimits::default()
     };
-    let fetcher = Arc::new(Fetcher::new(policy, limits)?);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = Engine::new(
-        store.clone(),
-        clock.clone(),
-        fetcher,
-        TokenSealer::new(&SecretKey([9; 32])),
-        EngineSettings::default(),
-    );
+    let (engine, clock) = loopback_engine(store.clone(), limits)?;
 
     // One app per origin; users spread over them in turn.
     let setup = WallClock::now();
     for (i, port) in ports.iter().enumerate() {
-        let appid = format!("bench{i}");
-        let app = App::new(
-            &appid,
-            SubjectType::Organization,
-            Some(PeriodicSetting {
-                enabled: true,
-                source: Source::Url(format!("http://127.0.0.1:{port}/feed")),
-                gray: None,
-            }),
-        )?;
-        store
-            .insert_app(&appid, &serde_json::to_string(&app)?, None, None)
-            .await?;
+        let url = format!("http://127.0.0.1:{port}/feed");
+        insert_url_app(store.as_ref(), &format!("bench{i}"), url).await?;
     }
     // Launched just now with a token and never fetched: every pair is due at once.
     let now = clock.now();

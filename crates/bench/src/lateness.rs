@@ -9,14 +9,11 @@
 //! `refreshd-bench lateness-reference`: the same schedule slept through by one bare
 //! `tokio::time::sleep_until` loop. Prints figures; never a test.
 
-use crate::db::{emit, import_users, quantile, BenchDb};
+use crate::db::{emit, import_users, insert_url_app, loopback_engine, quantile, BenchDb};
 use crate::servers::{now_ms, spawn_origin, OriginLog};
 use anyhow::{bail, Result};
 use refreshd_engine::import::ImportedUser;
-use refreshd_engine::secrets::{SecretKey, TokenSealer};
-use refreshd_engine::{Clock, Engine, EngineSettings, SystemClock};
-use refreshd_fetch::{DestinationPolicy, FetchLimits, Fetcher};
-use refreshd_rules::periodic::{App, PeriodicSetting, Source, SubjectType};
+use refreshd_fetch::FetchLimits;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -86,28 +83,13 @@ pub async fn refreshd(count: u32, spread_seconds: f64, database_url: Option<Stri
     spawn_origin(listener, 1024, log.clone());
 
     let (db, store) = BenchDb::open(database_url.as_deref(), "lateness").await?;
-    let policy = DestinationPolicy::new(DestinationPolicy::parse_trusted(&["127.0.0.1/32"])?);
-    let fetcher = Arc::new(Fetcher::new(policy, FetchLimits::default())?);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = Engine::new(
-        store.clone(),
-        clock.clone(),
-        fetcher,
-        TokenSealer::new(&SecretKey([9; 32])),
-        EngineSettings::default(),
-    );
-    let app = App::new(
+    let (engine, clock) = loopback_engine(store.clone(), FetchLimits::default())?;
+    insert_url_app(
+        store.as_ref(),
         "late",
-        SubjectType::Organization,
-        Some(PeriodicSetting {
-            enabled: true,
-            source: Source::Url(format!("http://127.0.0.1:{port}/feed")),
-            gray: None,
-        }),
-    )?;
-    store
-        .insert_app("late", &serde_json::to_string(&app)?, None, None)
-        .await?;
+        format!("http://127.0.0.1:{port}/feed"),
+    )
+    .await?;
     // Each user's last success is set so that its next fetch (12 h later, no jitter)
     // falls on its instant of the schedule, which starts two seconds after the import
     // would take at its slowest pace seen here.

@@ -178,10 +178,9 @@ fn grouped_pair_updates(jobs: &[&WriteJob]) -> Vec<usize> {
     grouped
 }
 
-/// `VALUES ($1, $2), ($3, $4), …`: `rows` rows of `columns` placeholders, numbered
-/// from `first` (or anonymous, see [`Backend::ANONYMOUS_PLACEHOLDERS`]; bind in the
-/// order they appear).
-fn values_rows<B: Backend>(rows: usize, columns: usize, first: usize) -> String {
+/// `VALUES ($1, $2), ($3, $4), …`: `rows` rows of `columns` placeholders (or anonymous,
+/// see [`Backend::ANONYMOUS_PLACEHOLDERS`]; bind in the order they appear).
+fn values_rows<B: Backend>(rows: usize, columns: usize) -> String {
     let mut sql = String::with_capacity(8 + rows * columns * 6);
     sql.push_str("VALUES ");
     for row in 0..rows {
@@ -189,7 +188,7 @@ fn values_rows<B: Backend>(rows: usize, columns: usize, first: usize) -> String 
             sql.push_str(", ");
         }
         sql.push('(');
-        sql.push_str(&placeholders::<B>(columns, first + row * columns));
+        sql.push_str(&placeholders::<B>(columns, 1 + row * columns));
         sql.push(')');
     }
     sql
@@ -498,7 +497,7 @@ where
         if !B::ROW_LOCK.is_empty() {
             let sql = format!(
                 "SELECT 1 FROM fetch_pairs WHERE (appid, user_id) IN ({}) ORDER BY appid, user_id{}",
-                values_rows::<B>(commits.len(), 2, 1),
+                values_rows::<B>(commits.len(), 2),
                 B::ROW_LOCK
             );
             let mut query = Self::grouped_query(&sql, commits.len());
@@ -512,7 +511,7 @@ where
              FROM ({}) AS v
              WHERE fetch_pairs.appid = v.column1 AND fetch_pairs.user_id = v.column2 AND fetch_pairs.version = v.column6
              RETURNING appid, user_id",
-            values_rows::<B>(commits.len(), 6, 1)
+            values_rows::<B>(commits.len(), 6)
         );
         let mut query = Self::grouped_query(&sql, commits.len());
         for c in commits {
@@ -557,7 +556,7 @@ where
         if !logged.is_empty() {
             let sql = format!(
                 "INSERT INTO fetch_log (appid, user_id, at, gray, outcome, http_status, bytes, duration_ms) {}",
-                values_rows::<B>(logged.len(), 8, 1)
+                values_rows::<B>(logged.len(), 8)
             );
             let mut query = Self::grouped_query(&sql, logged.len());
             for (c, log) in &logged {
@@ -574,7 +573,7 @@ where
             query.execute(&mut *tx).await?;
             let sql = format!(
                 "DELETE FROM fetch_log WHERE (appid, user_id) IN ({}) AND id <= (SELECT k.id FROM fetch_log k WHERE k.appid = fetch_log.appid AND k.user_id = fetch_log.user_id ORDER BY k.id DESC LIMIT 1 OFFSET {})",
-                values_rows::<B>(logged.len(), 2, 1),
+                values_rows::<B>(logged.len(), 2),
                 placeholders::<B>(1, 2 * logged.len() + 1)
             );
             let mut query = Self::grouped_query(&sql, logged.len());
@@ -626,7 +625,7 @@ where
         let sql = format!(
             "INSERT INTO fetch_cache (appid, user_id, data, cached_at, cached_sent_at, etag, etag_url) {}
              ON CONFLICT (appid, user_id) DO UPDATE SET data = excluded.data, cached_at = excluded.cached_at, cached_sent_at = excluded.cached_sent_at, etag = excluded.etag, etag_url = excluded.etag_url",
-            values_rows::<B>(records.len(), 7, 1)
+            values_rows::<B>(records.len(), 7)
         );
         let mut query = Self::grouped_query(&sql, records.len());
         for r in records {
@@ -686,7 +685,7 @@ where
             // Each `fetched_data` carries the whole cached body: only the latest counts.
             let sql = format!(
                 "DELETE FROM events WHERE (device_id, appid) IN ({})",
-                values_rows::<B>(chunk.len(), 2, 1)
+                values_rows::<B>(chunk.len(), 2)
             );
             let mut query = Self::grouped_query(&sql, chunk.len());
             for (device_id, appid, _) in chunk {
@@ -695,7 +694,7 @@ where
             query.execute(&mut *tx).await?;
             let sql = format!(
                 "INSERT INTO events (device_id, appid, kind, payload, at) {}",
-                values_rows::<B>(chunk.len(), 5, 1)
+                values_rows::<B>(chunk.len(), 5)
             );
             let mut query = Self::grouped_query(&sql, chunk.len());
             for (device_id, appid, announce) in chunk {
@@ -818,7 +817,7 @@ where
         for chunk in pairs.chunks(GROUPED_PAIRS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO fetch_pairs ({PAIR_COLUMNS}) {} ON CONFLICT (appid, user_id) DO NOTHING RETURNING appid, user_id",
-                values_rows::<B>(chunk.len(), 6, 1)
+                values_rows::<B>(chunk.len(), 6)
             );
             let mut query = Self::grouped_query(&sql, chunk.len());
             for r in chunk {
